@@ -1,0 +1,96 @@
+"""The transformer: cached decode equals the full pass, causality, exact parameter counts."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ttc_jax.model import ModelConfig, apply, init_cache, init_params, ladder
+
+CFG = ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
+                  d_ff=64, max_len=24)
+
+
+@pytest.fixture(scope='module')
+def params():
+  return init_params(CFG, jax.random.key(0))
+
+
+def _positions(b, t):
+  return jnp.broadcast_to(jnp.arange(t), (b, t))
+
+
+def test_cached_decode_equals_full_forward(params):
+  b, t = 3, 14
+  toks = jax.random.randint(jax.random.key(1), (b, t), 0, CFG.vocab_size)
+  full, _ = apply(params, toks, _positions(b, t), config=CFG)
+  cache = init_cache(CFG, b)
+  logits, cache = apply(params, toks[:, :5], _positions(b, 5), cache, config=CFG)
+  outs = [logits]
+  for i in range(5, t):
+    logits, cache = apply(params, toks[:, i:i + 1], jnp.full((b, 1), i), cache, config=CFG)
+    outs.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-5, rtol=1e-5)
+
+
+def test_padded_prompts_of_different_lengths(params):
+  """Right-padded prompts prefilled together, then each row decodes from its own length:
+  every row's logits equal that row's unpadded full pass."""
+  lengths = [3, 7, 5]
+  seqs = [jax.random.randint(jax.random.key(10 + i), (12,), 0, CFG.vocab_size)
+          for i in range(3)]
+  prompt = jnp.stack([jnp.where(jnp.arange(12) < n, s, 0) for s, n in zip(seqs, lengths)])
+  cache = init_cache(CFG, 3)
+  pre, cache = apply(params, prompt[:, :8], _positions(3, 8), cache, config=CFG)
+  pos = jnp.asarray(lengths)
+  step_logits = []
+  for k in range(4):
+    tok = jnp.stack([s[n + k] for s, n in zip(seqs, lengths)])[:, None]
+    lg, cache = apply(params, tok, (pos + k)[:, None], cache, config=CFG)
+    step_logits.append(lg[:, 0])
+  for r, (s, n) in enumerate(zip(seqs, lengths)):
+    full, _ = apply(params, s[None, :n + 4], jnp.arange(n + 4)[None], config=CFG)
+    np.testing.assert_allclose(pre[r, n - 1], full[0, n - 1], atol=2e-5)
+    for k in range(4):
+      np.testing.assert_allclose(step_logits[k][r], full[0, n + k], atol=2e-5)
+
+
+def test_causality(params):
+  toks = jax.random.randint(jax.random.key(2), (1, 10), 0, CFG.vocab_size)
+  a, _ = apply(params, toks, _positions(1, 10), config=CFG)
+  b, _ = apply(params, toks.at[0, 6].set((toks[0, 6] + 1) % CFG.vocab_size), _positions(1, 10),
+               config=CFG)
+  np.testing.assert_array_equal(a[0, :6], b[0, :6])
+  assert not np.allclose(a[0, 6:], b[0, 6:])
+  # And by gradients: d logits[t] / d embedding[s] = 0 for tokens only at s > t (untied, so
+  # the embedding table gets no gradient through the output layer).
+  cfg = dataclasses.replace(CFG, tie_embeddings=False)
+  untied = init_params(cfg, jax.random.key(0))
+  emb = untied['embed']['embedding']
+
+  def logit_at(e, t):
+    p = {**untied, 'embed': {'embedding': e}}
+    return apply(p, toks, _positions(1, 10), config=cfg)[0][0, t].sum()
+
+  g = jax.grad(logit_at)(emb, 3)
+  later = np.setdiff1d(np.asarray(toks[0, 4:]), np.asarray(toks[0, :4]))
+  assert later.size and np.all(np.asarray(g)[later] == 0)
+  assert np.any(np.asarray(g)[np.asarray(toks[0, :4])] != 0)
+
+
+@pytest.mark.parametrize('tie,bias', [(True, False), (False, True)])
+def test_param_counts_exact(tie, bias):
+  cfg = ModelConfig(vocab_size=40, d_model=48, n_layers=3, n_heads=6, n_kv_heads=2,
+                    head_dim=8, d_ff=96, tie_embeddings=tie, qkv_bias=bias)
+  p = init_params(cfg, jax.random.key(0))
+  assert sum(x.size for x in jax.tree.leaves(p)) == cfg.param_counts()['total']
+
+
+def test_ladder_spans_about_4x_per_rung():
+  fam = ladder(32, 2, n=5, vocab_size=32, max_len=64)
+  ne = np.array([c.param_counts()['non_embedding'] for c in fam], float)
+  ratios = ne[1:] / ne[:-1]
+  assert np.all((ratios > 3.0) & (ratios < 5.3)), ratios
+  assert 10 < ne[2] / ne[0] < 25   # a member ~14x another exists

@@ -1,0 +1,98 @@
+"""The shared train loop: resume equals uninterrupted, 8 devices equal 1, the NaN guard."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ttc_jax.model import ModelConfig, init_params
+from ttc_jax.sharding import MeshConfig, make_mesh
+from ttc_jax.train import TrainConfig, TrainingDiverged, load_params, train
+from ttc_jax.train import pretrain as P
+
+CFG = ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
+                  d_ff=64, max_len=32)
+TCFG = TrainConfig(steps=(6,), batch_size=8, seq_len=16, lr=1e-2, warmup_steps=2,
+                   log_every=1, ckpt_every=3)
+
+
+def _data():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, 32, size=(64, 17)).astype(np.int32)
+  return {'tokens': tokens, 'loss_mask': np.ones_like(tokens, np.float32)}
+
+
+def _run(workdir, total, cfg=TCFG, loss=None):
+  return train(loss_fn=loss or (lambda p, b, r: P.lm_loss(p, b, r, config=CFG)),
+               init_fn=lambda: init_params(CFG, jax.random.key(0)),
+               batch_fn=P.epoch_batches(_data(), cfg.batch_size, 0), cfg=cfg,
+               total_steps=total, mesh=make_mesh(MeshConfig()), workdir=workdir,
+               tokens_per_step=cfg.batch_size * cfg.seq_len,
+               flops_per_token=CFG.train_flops_per_token(cfg.seq_len), seed=0,
+               metadata={'non_embedding_params': CFG.param_counts()['non_embedding']},
+               progress=False)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+  full = _run(tmp_path / 'a', 6)
+  _run(tmp_path / 'b', 3)                 # "killed" after the step-3 checkpoint
+  resumed = _run(tmp_path / 'b', 6)
+  assert resumed.step == 6
+  for x, y in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  params, meta = load_params(tmp_path / 'b')
+  assert meta['step'] == 6 and meta['tokens_seen'] == 6 * 8 * 16
+  assert meta['train_flops_6nd'] == 6 * CFG.param_counts()['non_embedding'] * 6 * 8 * 16
+  losses = [json.loads(l)['loss'] for l in (tmp_path / 'a' / 'metrics.jsonl').read_text().splitlines()]
+  assert losses[-1] < losses[0]
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path):
+  # Poison the data from step 4 on: a NaN loss at step 5 (index 4).
+  data = _data()
+  bad = {k: v.copy() for k, v in data.items()}
+  bad['loss_mask'][:] = np.nan
+  good_fn = P.epoch_batches(data, 8, 0)
+  bad_fn = P.epoch_batches(bad, 8, 0)
+  with pytest.raises(TrainingDiverged, match=r'at step 4.*step 3'):
+    train(loss_fn=lambda p, b, r: P.lm_loss(p, b, r, config=CFG),
+          init_fn=lambda: init_params(CFG, jax.random.key(0)),
+          batch_fn=lambda s: good_fn(s) if s < 4 else bad_fn(s), cfg=TCFG, total_steps=6,
+          mesh=make_mesh(MeshConfig()), workdir=tmp_path, tokens_per_step=128,
+          flops_per_token=1.0, seed=0, progress=False)
+  _, meta = load_params(tmp_path)
+  assert meta['step'] == 3
+
+
+_EIGHT = textwrap.dedent('''
+  import sys, jax, numpy as np
+  sys.path.insert(0, {root!r})
+  from tests.test_train import _run
+  r = _run({workdir!r}, 2)
+  assert len(jax.devices()) == {n}, jax.devices()
+  np.savez({out!r}, *[np.asarray(x) for x in jax.tree.leaves(r.params)])
+''')
+
+
+def _params_on(n, tmp_path):
+  out = tmp_path / f'p{n}.npz'
+  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={n}',
+         'JAX_PLATFORMS': 'cpu'}
+  root = str(Path(__file__).parents[1])
+  code = _EIGHT.format(root=root, workdir=str(tmp_path / f'w{n}'), n=n, out=str(out))
+  subprocess.run([sys.executable, '-c', code], check=True, env=env, cwd=root)
+  with np.load(out) as z:
+    return [z[k] for k in sorted(z.files, key=lambda s: int(s.split('_')[1]))]
+
+
+def test_eight_fake_devices_equal_one(tmp_path):
+  one, eight = _params_on(1, tmp_path), _params_on(8, tmp_path)
+  for a, b in zip(one, eight):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

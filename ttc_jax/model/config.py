@@ -1,0 +1,155 @@
+"""Model configuration, the size ladder of a family, and exact parameter counts.
+
+A `ModelConfig` is a frozen dataclass: it is hashable, so it can be a static argument of a
+jitted function, and it is the only description of a model that the rest of the code sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax.numpy as jnp
+
+
+class ConfigError(ValueError):
+  """A configuration value is invalid. The message names the key and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A decoder-only transformer (Llama-style by default; Qwen2/Gemma switches below).
+
+  Units: sizes are counts of elements; `max_len` is in tokens (the longest KV cache).
+  """
+  vocab_size: int = 32
+  d_model: int = 64
+  n_layers: int = 2
+  n_heads: int = 4
+  n_kv_heads: int = 4
+  head_dim: int = 16
+  d_ff: int = 256
+  max_len: int = 128
+  rope_theta: float = 10_000.0
+  norm_eps: float = 1e-6
+  tie_embeddings: bool = True
+  qkv_bias: bool = False               # Qwen2 puts a bias on q, k and v.
+  norm_offset: float = 0.0             # Gemma scales by (1 + w): offset 1.0.
+  scale_embeddings: bool = False       # Gemma multiplies embeddings by sqrt(d_model).
+  activation: Literal['silu', 'gelu_tanh'] = 'silu'
+  param_dtype: str = 'float32'
+  dtype: str = 'float32'               # compute dtype (bfloat16 on accelerators)
+  name: str = ''
+
+  def validate(self, key: str = 'model') -> 'ModelConfig':
+    """Raises ConfigError naming `key.field` for the first impossible value."""
+    for f in ('vocab_size', 'd_model', 'n_layers', 'n_heads', 'n_kv_heads', 'head_dim',
+              'd_ff', 'max_len'):
+      v = getattr(self, f)
+      if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise ConfigError(f'{key}.{f} must be a positive integer, got {v!r}.')
+    if self.n_heads % self.n_kv_heads:
+      raise ConfigError(
+          f'{key}.n_heads={self.n_heads} must be a multiple of {key}.n_kv_heads='
+          f'{self.n_kv_heads} (grouped-query attention shares each kv head among a group).')
+    if self.head_dim % 2:
+      raise ConfigError(f'{key}.head_dim={self.head_dim} must be even for rotary embeddings.')
+    for f in ('param_dtype', 'dtype'):
+      if getattr(self, f) not in ('float32', 'bfloat16', 'float16'):
+        raise ConfigError(f'{key}.{f} must be float32, bfloat16 or float16, '
+                          f'got {getattr(self, f)!r}.')
+    if self.activation not in ('silu', 'gelu_tanh'):
+      raise ConfigError(f"{key}.activation must be 'silu' or 'gelu_tanh', got "
+                        f'{self.activation!r}.')
+    if self.rope_theta <= 0 or self.norm_eps <= 0:
+      raise ConfigError(f'{key}.rope_theta and {key}.norm_eps must be positive.')
+    return self
+
+  @property
+  def jnp_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def jnp_param_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+  # ---- exact parameter counts -------------------------------------------------------------
+  def param_counts(self) -> dict[str, int]:
+    """Exact counts: {'embedding', 'non_embedding', 'total'} (the unembedding counts as
+    embedding when untied, as in Kaplan et al.)."""
+    d, h, kv, hd = self.d_model, self.n_heads, self.n_kv_heads, self.head_dim
+    attn = d * h * hd + 2 * d * kv * hd + h * hd * d
+    if self.qkv_bias:
+      attn += h * hd + 2 * kv * hd
+    mlp = 3 * d * self.d_ff
+    norms = 2 * d
+    per_layer = attn + mlp + norms
+    non_emb = self.n_layers * per_layer + d  # + final norm
+    emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+    return {'embedding': emb, 'non_embedding': non_emb, 'total': emb + non_emb}
+
+  # ---- analytic FLOPs ----------------------------------------------------------------------
+  def matmul_params(self) -> int:
+    """Weights touched by a matmul per token (everything except norms and the embedding
+    lookup, plus the unembedding)."""
+    d, h, kv, hd = self.d_model, self.n_heads, self.n_kv_heads, self.head_dim
+    per_layer = d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * self.d_ff
+    return self.n_layers * per_layer + d * self.vocab_size
+
+  def forward_flops_per_token(self, context: float) -> float:
+    """Forward FLOPs for one token attending to `context` keys (multiply-add = 2 FLOPs):
+    2 * matmul weights + 4 * layers * heads * head_dim * context (QK^T and AV)."""
+    attn = 4 * self.n_layers * self.n_heads * self.head_dim * context
+    return 2.0 * self.matmul_params() + attn
+
+  def prefill_flops(self, length: int) -> float:
+    """Forward FLOPs of a causal pass over `length` tokens (token t sees t+1 keys)."""
+    mean_ctx = (length + 1) / 2.0
+    return length * self.forward_flops_per_token(mean_ctx)
+
+  def train_flops_per_token(self, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward) at causal mean context."""
+    return 3.0 * self.forward_flops_per_token((seq_len + 1) / 2.0)
+
+
+# ---- the size ladder ----------------------------------------------------------------------
+# Each rung is about 4x the non-embedding parameters of the one below, so the ladder holds a
+# pair ~14-16x apart two rungs away (the paper compares against a ~14x larger model).
+LADDER_NAMES = ('xs', 's', 'm', 'l', 'xl', 'xxl')
+
+
+def ladder(base_width: int, base_layers: int, *, n: int = 5, vocab_size: int, max_len: int,
+           head_dim: int = 16, **kw) -> tuple[ModelConfig, ...]:
+  """A family of `n` models whose non-embedding parameters grow ~4x per rung.
+
+  Rung i has width base_width * 2**(i/2) rounded to a multiple of head_dim and about
+  base_layers * 2**(i/2) layers, so params (~12 L d^2) grow ~2^(1.5 i) from width and
+  layers together; the rounding is corrected by choosing layers to keep the ratio near 4.
+  """
+  if n > len(LADDER_NAMES):
+    raise ConfigError(f'family.n must be <= {len(LADDER_NAMES)}, got {n}.')
+  out = []
+  base_nonemb = None
+  for i in range(n):
+    d = max(head_dim, int(round(base_width * 2 ** (i / 2) / head_dim)) * head_dim)
+    heads = d // head_dim
+    target = None if base_nonemb is None else base_nonemb * 4 ** i
+    best = None
+    for layers in range(1, 8 * base_layers * (i + 1) + 1):
+      cfg = ModelConfig(vocab_size=vocab_size, d_model=d, n_layers=layers, n_heads=heads,
+                        n_kv_heads=heads, head_dim=head_dim, d_ff=4 * d, max_len=max_len,
+                        name=LADDER_NAMES[i], **kw)
+      if target is None:
+        if layers == base_layers:
+          best = cfg
+          break
+        continue
+      err = abs(math.log(cfg.param_counts()['non_embedding'] / target))
+      if best is None or err < best[0]:
+        best = (err, cfg)
+    cfg = best if target is None else best[1]
+    if base_nonemb is None:
+      base_nonemb = cfg.param_counts()['non_embedding']
+    out.append(cfg.validate(f'family[{i}]'))
+  return tuple(out)

@@ -1,0 +1,265 @@
+"""A decoder-only transformer in Flax linen: RoPE, RMSNorm, SwiGLU, grouped-query attention.
+
+The KV cache is an explicit pytree passed in and returned, never a mutable collection:
+
+  logits_BxTxV, cache = apply(params, tokens_BxT, positions_BxT, cache, mask_BxS, config=cfg)
+
+Cache layout: {'k': [L, B, S, K, H], 'v': [L, B, S, K, H]} in the compute dtype, where cache
+slot s holds the token at position s of its row. Rows may have different lengths: a call
+writes its T tokens at slots positions[b, 0] .. positions[b, 0] + T - 1 of row b, and a query
+at position p attends to slots s <= p (and, with `mask`, only to slots where mask[b, s]).
+Slots past a row's length may hold stale values: the causal rule never lets a query see them
+before they are overwritten.
+
+Layers are an `nn.scan`, so parameters carry a leading layer axis and compile time does not
+grow with depth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ttc_jax.model.config import ModelConfig
+
+Cache = dict[str, jax.Array]
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int | None = None) -> Cache:
+  """An empty cache of `length` slots (default cfg.max_len) for `batch` rows."""
+  length = cfg.max_len if length is None else length
+  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+  return {'k': jnp.zeros(shape, cfg.jnp_dtype), 'v': jnp.zeros(shape, cfg.jnp_dtype)}
+
+
+def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding, half-split convention (as in Llama/Qwen2/Gemma HF checkpoints)."""
+  h = x_BxTxNxH.shape[-1]
+  freqs = theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)
+  ang_BxTxH2 = positions_BxT[..., None].astype(jnp.float32) * freqs
+  sin, cos = jnp.sin(ang_BxTxH2)[:, :, None, :], jnp.cos(ang_BxTxH2)[:, :, None, :]
+  x1, x2 = jnp.split(x_BxTxNxH.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxTxNxH.dtype)
+
+
+class RMSNorm(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    w = self.param('scale', nn.initializers.zeros if self.cfg.norm_offset else
+                   nn.initializers.ones, (x.shape[-1],), self.cfg.jnp_param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.norm_eps)
+    return (y * (w.astype(jnp.float32) + self.cfg.norm_offset)).astype(x.dtype)
+
+
+def _dense(cfg: ModelConfig, features, name, axis=-1, bias=False):
+  return nn.DenseGeneral(features, axis=axis, use_bias=bias, dtype=cfg.jnp_dtype,
+                         param_dtype=cfg.jnp_param_dtype, name=name,
+                         kernel_init=nn.initializers.normal(0.02))
+
+
+def attend(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, visible_BxTxS):
+  """Softmax attention with grouped queries; logits and softmax in float32."""
+  scale = q_BxTxKxGxH.shape[-1] ** -0.5
+  logits = jnp.einsum('btkgh,bskh->bkgts', q_BxTxKxGxH, k_BxSxKxH,
+                      preferred_element_type=jnp.float32) * scale
+  logits = jnp.where(visible_BxTxS[:, None, None], logits, -1e30)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKxH.dtype)
+  return jnp.einsum('bkgts,bskh->btkgh', probs, v_BxSxKxH)
+
+
+def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_BxT,
+                     write_B, window):
+  """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache.
+
+  The whole [L, B, S, K, H] cache rides in the layer scan's carry, so the new keys and values
+  are scattered in place (no per-layer copy of the cache, which is what dominates a decode step
+  when the cache goes through the scan as xs/ys). Rows with write_B False write nothing (their
+  scatter index is out of range and dropped), so a finished row's cache is never touched.
+  Only the first `window` slots are read: the caller guarantees every written position is below
+  it. Returns (attention output [B, T, K, G, H], updated cache).
+  """
+  b, t = positions_BxT.shape
+  s = cache['k'].shape[2]
+  start_B = jnp.where(write_B, positions_BxT[:, 0], s)
+
+  def write(c_LxSxKxH, u_TxKxH, start):
+    return c_LxSxKxH.at[layer, start + jnp.arange(t)].set(u_TxKxH, mode='drop')
+
+  write = jax.vmap(write, in_axes=(1, 0, 0), out_axes=1)
+  new_cache = {'k': write(cache['k'], k_BxTxKxH.astype(cache['k'].dtype), start_B),
+               'v': write(cache['v'], v_BxTxKxH.astype(cache['v'].dtype), start_B)}
+  keys_BxWxKxH = jax.lax.dynamic_index_in_dim(new_cache['k'], layer, 0, False)[:, :window]
+  values_BxWxKxH = jax.lax.dynamic_index_in_dim(new_cache['v'], layer, 0, False)[:, :window]
+  visible_BxTxW = jnp.arange(window)[None, None, :] <= positions_BxT[:, :, None]
+  if t == 1:
+    # One query per row: multiply-and-reduce fusions read each cached slot once (a batched
+    # matrix-vector product gains nothing from a GEMM and would copy the sliced operand).
+    scale = q_BxTxKxGxH.shape[-1] ** -0.5
+    q_BxKxGx1xH = q_BxTxKxGxH[:, 0, :, :, None, :].astype(jnp.float32)
+    k_BxKx1xWxH = keys_BxWxKxH.transpose(0, 2, 1, 3)[:, :, None].astype(jnp.float32)
+    logits_BxKxGxW = jnp.sum(q_BxKxGx1xH * k_BxKx1xWxH, axis=-1) * scale
+    logits_BxKxGxW = jnp.where(visible_BxTxW[:, :, None, :], logits_BxKxGxW, -1e30)
+    probs_BxKxGxW = jax.nn.softmax(logits_BxKxGxW, axis=-1)
+    v_BxKx1xWxH = values_BxWxKxH.transpose(0, 2, 1, 3)[:, :, None].astype(jnp.float32)
+    o_BxKxGxH = jnp.sum(probs_BxKxGxW[..., None] * v_BxKx1xWxH, axis=-2)
+    return o_BxKxGxH[:, None].astype(q_BxTxKxGxH.dtype), new_cache
+  o = attend(q_BxTxKxGxH, keys_BxWxKxH.astype(q_BxTxKxGxH.dtype),
+             values_BxWxKxH.astype(q_BxTxKxGxH.dtype), visible_BxTxW)
+  return o, new_cache
+
+
+class Block(nn.Module):
+  """One pre-norm layer. Called through nn.scan: (x, aux) carry, per-layer cache slice.
+
+  With `window` set (the decode fast path, see `apply_decode`) the carry is instead
+  (x, full cache, layer index) and aux is (positions, write mask); parameters are the same.
+  """
+  cfg: ModelConfig
+  window: int | None = None
+
+  @nn.compact
+  def __call__(self, carry, aux, cache_l=None):
+    cfg = self.cfg
+    if self.window is None:
+      x_BxTxD = carry
+      positions_BxT, key_mask_BxS = aux
+    else:
+      x_BxTxD, full_cache, layer = carry
+      positions_BxT, write_B = aux
+    k_heads, g = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads
+    b, t, _ = x_BxTxD.shape
+
+    h = RMSNorm(cfg, name='attn_norm')(x_BxTxD)
+    q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
+    k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
+    v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
+    q, k = rope(q, positions_BxT, cfg.rope_theta), rope(k, positions_BxT, cfg.rope_theta)
+
+    if self.window is not None:
+      q = q.reshape(b, t, k_heads, g, cfg.head_dim)
+      o, new_cache = _windowed_attend(q, k, v, full_cache, layer, positions_BxT, write_B,
+                                      self.window)
+    elif cache_l is None:
+      keys, values = k, v
+      key_pos_BxS = positions_BxT
+      new_cache = None
+    else:
+      start_B = positions_BxT[:, 0]
+      write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, 0))
+      keys = write(cache_l['k'], k.astype(cache_l['k'].dtype), start_B)
+      values = write(cache_l['v'], v.astype(cache_l['v'].dtype), start_B)
+      new_cache = {'k': keys, 'v': values}
+      key_pos_BxS = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
+    if self.window is None:
+      visible = key_pos_BxS[:, None, :] <= positions_BxT[:, :, None]
+      if key_mask_BxS is not None:
+        visible &= key_mask_BxS[:, None, :]
+      q = q.reshape(b, t, k_heads, g, cfg.head_dim)
+      o = attend(q, keys.astype(q.dtype), values.astype(q.dtype), visible)
+    o = o.reshape(b, t, cfg.n_heads, cfg.head_dim)
+    x_BxTxD = x_BxTxD + _dense(cfg, cfg.d_model, 'o', axis=(-2, -1))(o)
+
+    h = RMSNorm(cfg, name='mlp_norm')(x_BxTxD)
+    act = nn.silu if cfg.activation == 'silu' else (lambda z: nn.gelu(z, approximate=True))
+    gate = _dense(cfg, cfg.d_ff, 'gate')(h)
+    up = _dense(cfg, cfg.d_ff, 'up')(h)
+    x_BxTxD = x_BxTxD + _dense(cfg, cfg.d_model, 'down')(act(gate) * up)
+    if self.window is not None:
+      return (x_BxTxD, new_cache, layer + 1), None
+    return x_BxTxD, new_cache
+
+
+class Transformer(nn.Module):
+  cfg: ModelConfig
+  window: int | None = None   # decode fast path (apply_decode); None: the general path
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.jnp_dtype,
+                          param_dtype=cfg.jnp_param_dtype,
+                          embedding_init=nn.initializers.normal(1.0))
+    if self.window is None:
+      self.layers = nn.scan(
+          Block, variable_axes={'params': 0}, split_rngs={'params': True},
+          in_axes=(nn.broadcast, 0), length=cfg.n_layers)(cfg, name='layers')
+    else:
+      self.layers = nn.scan(
+          Block, variable_axes={'params': 0}, split_rngs={'params': True},
+          in_axes=(nn.broadcast,), length=cfg.n_layers)(cfg, self.window, name='layers')
+    self.final_norm = RMSNorm(cfg)
+    if not cfg.tie_embeddings:
+      self.unembed = _dense(cfg, cfg.vocab_size, 'unembed')
+
+  def features(self, tokens_BxT, positions_BxT, cache=None, mask_BxS=None):
+    """Final-norm hidden states [B, T, D] and the updated cache."""
+    x = self.embed(tokens_BxT)
+    if self.cfg.scale_embeddings:
+      x = x * jnp.asarray(self.cfg.d_model ** 0.5, x.dtype)
+    x, new_cache = self.layers(x, (positions_BxT, mask_BxS), cache)
+    return self.final_norm(x), new_cache
+
+  def logits(self, h_BxTxD):
+    if self.cfg.tie_embeddings:
+      return self.embed.attend(h_BxTxD).astype(jnp.float32)
+    return self.unembed(h_BxTxD).astype(jnp.float32)
+
+  def __call__(self, tokens_BxT, positions_BxT, cache=None, mask_BxS=None):
+    h, new_cache = self.features(tokens_BxT, positions_BxT, cache, mask_BxS)
+    return self.logits(h), new_cache
+
+
+def init_params(cfg: ModelConfig, key: jax.Array) -> Any:
+  tokens = jnp.zeros((1, 2), jnp.int32)
+  return Transformer(cfg).init(key, tokens, jnp.arange(2)[None])['params']
+
+
+def apply(params, tokens_BxT, positions_BxT, cache=None, mask_BxS=None, *, config):
+  """Pure forward pass: (logits [B, T, V] float32, cache or None)."""
+  return Transformer(config).apply({'params': params}, tokens_BxT, positions_BxT, cache,
+                                   mask_BxS)
+
+
+def apply_features(params, tokens_BxT, positions_BxT, cache=None, mask_BxS=None, *, config):
+  """Like `apply` but returns the final hidden states [B, T, D] (for value heads)."""
+  return Transformer(config).apply({'params': params}, tokens_BxT, positions_BxT, cache,
+                                   mask_BxS, method=Transformer.features)
+
+
+class _DecodeTransformer(Transformer):
+  """The decode fast path: same parameters, the full cache carried through the layer scan."""
+
+  def __call__(self, tokens_BxT, positions_BxT, cache, write_B):
+    x = self.embed(tokens_BxT)
+    if self.cfg.scale_embeddings:
+      x = x * jnp.asarray(self.cfg.d_model ** 0.5, x.dtype)
+    (x, new_cache, _), _ = self.layers((x, cache, jnp.int32(0)), (positions_BxT, write_B))
+    return self.logits(self.final_norm(x)), new_cache
+
+
+def apply_decode(params, tokens_BxT, positions_BxT, cache, write_B=None, *, config,
+                 window: int | None = None):
+  """`apply` specialised for decoding with a cache: (logits [B, T, V] float32, cache).
+
+  Same parameters and same results as `apply(params, tokens, positions, cache, config=...)`
+  (up to float rounding), but faster per step:
+  - the full cache is carried through the layer scan and written in place (a scatter of T
+    slots per row) instead of being copied layer by layer;
+  - queries read only cache slots [0, window) (static; default: all S slots). The caller must
+    keep every position of a writing row below `window`.
+  - rows with write_B[b] False (default: all True) leave their cache untouched; their logits
+    are meaningless if their positions reach `window`.
+  No key mask: every slot at or before a query's position is visible.
+  """
+  b = tokens_BxT.shape[0]
+  window = cache['k'].shape[2] if window is None else int(window)
+  if write_B is None:
+    write_B = jnp.ones((b,), bool)
+  return _DecodeTransformer(config, window).apply(
+      {'params': params}, tokens_BxT, positions_BxT, cache, write_B)

@@ -26,7 +26,9 @@ TCFG = TrainConfig(steps=(6,), batch_size=8, seq_len=16, lr=1e-2, warmup_steps=2
 def _data():
   rng = np.random.default_rng(0)
   tokens = rng.integers(3, 32, size=(64, 17)).astype(np.int32)
-  return {'tokens': tokens, 'loss_mask': np.ones_like(tokens, np.float32)}
+  return {'tokens': tokens, 'loss_mask': np.ones_like(tokens, np.float32),
+          'positions': np.broadcast_to(np.arange(17), tokens.shape).astype(np.int32),
+          'segments': np.ones_like(tokens)}
 
 
 def _run(workdir, total, cfg=TCFG, loss=None):
@@ -96,3 +98,17 @@ def test_eight_fake_devices_equal_one(tmp_path):
   one, eight = _params_on(1, tmp_path), _params_on(8, tmp_path)
   for a, b in zip(one, eight):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_rows_equal_separate_examples():
+  """Loss of packed rows equals the loss of the same examples one per row."""
+  from ttc_jax.data.tokenizer import CharTokenizer
+  tok = CharTokenizer()
+  prompts, sols = ['Q:1+2\n', 'Q:3*4-5\n', 'Q:9\n'], ['1+2=3\nA:3\n', '3*4=12\n12-5=7\nA:7\n', 'A:9\n']
+  packed = P.encode_examples(prompts, sols, tok, 60, pack=True)
+  single = P.encode_examples(prompts, sols, tok, 60, pack=False)
+  assert len(packed['tokens']) == 1 and len(single['tokens']) == 3
+  params = init_params(CFG, jax.random.key(1))
+  lp, _ = P.lm_loss(params, packed, None, config=CFG)
+  ls, _ = P.lm_loss(params, single, None, config=CFG)
+  np.testing.assert_allclose(lp, ls, rtol=1e-5)

@@ -7,7 +7,8 @@ The KV cache is an explicit pytree passed in and returned, never a mutable colle
 Cache layout: {'k': [L, B, S, K, H], 'v': [L, B, S, K, H]} in the compute dtype, where cache
 slot s holds the token at position s of its row. Rows may have different lengths: a call
 writes its T tokens at slots positions[b, 0] .. positions[b, 0] + T - 1 of row b, and a query
-at position p attends to slots s <= p (and, with `mask`, only to slots where mask[b, s]).
+at position p attends to slots s <= p (and, with `mask`, only to slots where mask[b, s]; a [B, T, S] mask instead
+gives each query its own visible keys, e.g. for packed training sequences).
 Slots past a row's length may hold stale values: the causal rule never lets a query see them
 before they are overwritten.
 
@@ -72,6 +73,18 @@ def attend(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, visible_BxTxS):
   logits = jnp.where(visible_BxTxS[:, None, None], logits, -1e30)
   probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKxH.dtype)
   return jnp.einsum('bkgts,bskh->btkgh', probs, v_BxSxKxH)
+
+
+def causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, impl: str):
+  """Causal self-attention (query t sees keys s <= t) through jax.nn.dot_product_attention.
+
+  impl 'cudnn' runs cuDNN's fused flash attention, which never materialises the [T, T]
+  logits; 'dot_product' is the same call lowered by XLA. Query head n uses kv head
+  n // (N / K), as in `attend`. Returns [B, T, N, H] in the input dtype.
+  """
+  return jax.nn.dot_product_attention(
+      q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, is_causal=True,
+      implementation='cudnn' if impl == 'cudnn' else 'xla')
 
 
 def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_BxT,
@@ -157,10 +170,16 @@ class Block(nn.Module):
       values = write(cache_l['v'], v.astype(cache_l['v'].dtype), start_B)
       new_cache = {'k': keys, 'v': values}
       key_pos_BxS = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
-    if self.window is None:
+    if (self.window is None and cache_l is None and key_mask_BxS is None
+        and cfg.attention_impl != 'xla'):
+      # Full pass without a mask: the fused kernel's causal rule (key index <= query index)
+      # equals the positions rule because positions increase along T.
+      o = causal_attention(q, k, v, cfg.attention_impl)
+    elif self.window is None:
       visible = key_pos_BxS[:, None, :] <= positions_BxT[:, :, None]
       if key_mask_BxS is not None:
-        visible &= key_mask_BxS[:, None, :]
+        # [B, S]: which keys exist; [B, T, S]: a full visibility mask (packed sequences).
+        visible &= key_mask_BxS if key_mask_BxS.ndim == 3 else key_mask_BxS[:, None, :]
       q = q.reshape(b, t, k_heads, g, cfg.head_dim)
       o = attend(q, keys.astype(q.dtype), values.astype(q.dtype), visible)
     o = o.reshape(b, t, cfg.n_heads, cfg.head_dim)
@@ -184,11 +203,18 @@ class Transformer(nn.Module):
     cfg = self.cfg
     self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.jnp_dtype,
                           param_dtype=cfg.jnp_param_dtype,
-                          embedding_init=nn.initializers.normal(1.0))
+                          embedding_init=nn.initializers.normal(0.02))
     if self.window is None:
+      block = Block
+      if cfg.remat != 'none':
+        # 'dots' keeps the weight matmuls' outputs and recomputes the rest in the backward.
+        policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+                  if cfg.remat == 'dots' else None)
+        block = nn.remat(Block, policy=policy, prevent_cse=False)
       self.layers = nn.scan(
-          Block, variable_axes={'params': 0}, split_rngs={'params': True},
-          in_axes=(nn.broadcast, 0), length=cfg.n_layers)(cfg, name='layers')
+          block, variable_axes={'params': 0}, split_rngs={'params': True},
+          in_axes=(nn.broadcast, 0), length=cfg.n_layers,
+          unroll=cfg.scan_unroll)(cfg, name='layers')
     else:
       self.layers = nn.scan(
           Block, variable_axes={'params': 0}, split_rngs={'params': True},

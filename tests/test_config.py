@@ -1,0 +1,55 @@
+"""Config errors fail before compute and name the key at fault."""
+
+from pathlib import Path
+
+import pytest
+
+from ttc_jax import configlib
+from ttc_jax.model import ConfigError
+
+QUICK = str(Path(__file__).parents[1] / 'configs' / 'quickstart.py')
+
+
+def load(**overrides):
+  return configlib.load(QUICK, {k.replace('__', '.'): v for k, v in overrides.items()})
+
+
+def test_quickstart_loads():
+  cfg, plain = load()
+  assert cfg.family.members == ('xs', 's', 'm')
+  assert plain['family']['max_len'] == cfg.family.max_len
+
+
+def test_override_types_are_coerced():
+  cfg, _ = load(pretrain__steps='10,20,30', pretrain__lr='0.01', family__members='xs,s')
+  assert cfg.pretrain.steps == (10, 20, 30) and cfg.pretrain.lr == 0.01
+  assert cfg.family.members == ('xs', 's')
+
+
+@pytest.mark.parametrize('overrides,needle', [
+    ({'pretrain.stepz': '3'}, "'pretrain.stepz'"),                  # unknown key
+    ({'nope': '1'}, "'nope'"),                                      # unknown top-level key
+    ({'pretrain.lr': 'fast'}, 'pretrain.lr'),                       # wrong type
+    ({'family.base_width': '-32'}, 'family.base_width'),            # non-positive size
+    ({'family.vocab_size': '64'}, 'family.vocab_size'),             # vocabulary mismatch
+    ({'family.max_len': '40'}, 'family.max_len'),                   # text cannot fit
+    ({'pretrain.seq_len': '20'}, 'pretrain.seq_len'),               # text cannot fit
+    ({'task.arith.max_ops': '0'}, 'task.arith.max_ops'),            # impossible task
+    ({'family.members': 'xs,huge'}, 'family.members'),              # unknown member
+    ({'pretrain.min_lr_ratio': '2.0'}, 'pretrain.min_lr_ratio'),
+])
+def test_bad_values_name_the_key(overrides, needle):
+  with pytest.raises(ConfigError, match=needle.replace('.', r'\.').replace('(', r'\(')):
+    configlib.load(QUICK, overrides)
+
+
+def test_wrong_type_in_file(tmp_path):
+  f = tmp_path / 'c.py'
+  f.write_text(Path(QUICK).read_text().replace("c.seed = 0", "c.seed = 'zero'"))
+  with pytest.raises(ConfigError, match='seed must be of type int'):
+    configlib.load(str(f))
+
+
+def test_missing_file():
+  with pytest.raises(ConfigError, match='does not exist'):
+    configlib.load('configs/nope.py')

@@ -1,0 +1,113 @@
+"""The experiment's frozen config: every section a user can set, and the cross-checks between
+sections. Built from a ConfigDict only by `ttc_jax.configlib.to_dataclass`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ttc_jax.data.arith import ArithTaskConfig
+from ttc_jax.model.config import LADDER_NAMES, ConfigError, ModelConfig, ladder
+from ttc_jax.sharding import MeshConfig
+from ttc_jax.train.loop import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+  kind: str = 'arith'
+  arith: ArithTaskConfig = ArithTaskConfig()
+
+  def validate(self, key: str = 'task') -> 'TaskConfig':
+    if self.kind != 'arith':
+      raise ConfigError(f"{key}.kind must be 'arith' (the only task built in so far), "
+                        f'got {self.kind!r}.')
+    return self
+
+  def build(self):
+    from ttc_jax.data.arith import ArithTask
+    return ArithTask(self.arith)
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyConfig:
+  """The pretrained family: rungs of `model.config.ladder`, ~4x non-embedding params apart.
+
+  members: which rungs to train, by name (xs, s, m, l, xl, xxl).
+  from_run: a run directory whose pretrained members are used instead of training them (the
+    checkpoint ablation path); empty to pretrain here.
+  """
+  members: tuple[str, ...] = ('xs', 's', 'm')
+  base_width: int = 32
+  base_layers: int = 2
+  head_dim: int = 16
+  vocab_size: int = 32
+  max_len: int = 64
+  dtype: str = 'float32'
+  param_dtype: str = 'float32'
+  from_run: str = ''
+
+  def validate(self, key: str = 'family') -> 'FamilyConfig':
+    if not self.members:
+      raise ConfigError(f'{key}.members must name at least one rung of {LADDER_NAMES}.')
+    for m in self.members:
+      if m not in LADDER_NAMES:
+        raise ConfigError(f'{key}.members has {m!r}; valid names are {LADDER_NAMES}.')
+    if len(set(self.members)) != len(self.members):
+      raise ConfigError(f'{key}.members repeats a name: {self.members!r}.')
+    for f in ('base_width', 'base_layers', 'head_dim', 'vocab_size', 'max_len'):
+      if getattr(self, f) <= 0:
+        raise ConfigError(f'{key}.{f} must be positive, got {getattr(self, f)!r}.')
+    if self.base_width % self.head_dim:
+      raise ConfigError(f'{key}.base_width={self.base_width} must be a multiple of '
+                        f'{key}.head_dim={self.head_dim}.')
+    self.models()  # validates each ModelConfig
+    return self
+
+  def models(self) -> tuple[ModelConfig, ...]:
+    """The selected members, smallest first."""
+    n = max(LADDER_NAMES.index(m) for m in self.members) + 1
+    rungs = ladder(self.base_width, self.base_layers, n=n, vocab_size=self.vocab_size,
+                   max_len=self.max_len, head_dim=self.head_dim, dtype=self.dtype,
+                   param_dtype=self.param_dtype)
+    return tuple(r for r in rungs if r.name in self.members)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig(TrainConfig):
+  loss_on_prompt: bool = False
+  eval_problems: int = 200       # held-out test problems for greedy accuracy after training
+  eval_batch: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  name: str = 'run'
+  seed: int = 0
+  workdir: str = 'runs'
+  task: TaskConfig = TaskConfig()
+  family: FamilyConfig = FamilyConfig()
+  pretrain: PretrainConfig = PretrainConfig()
+  mesh: MeshConfig = MeshConfig()
+
+  def validate(self) -> 'ExperimentConfig':
+    if not self.name or '/' in self.name:
+      raise ConfigError(f'name must be a non-empty folder name, got {self.name!r}.')
+    task = self.task.build()
+    vocab = task.tokenizer.vocab_size
+    if self.family.vocab_size != vocab:
+      raise ConfigError(f'family.vocab_size={self.family.vocab_size} does not match the '
+                        f'task tokenizer vocabulary ({vocab}); set family.vocab_size={vocab}.')
+    need = task.max_text_len
+    if need > self.family.max_len:
+      raise ConfigError(f'the longest task text needs {need} tokens but family.max_len='
+                        f'{self.family.max_len}; raise family.max_len to >= {need} or shorten '
+                        'the task (task.arith.max_ops / max_value).')
+    if self.pretrain.seq_len + 1 < need:
+      raise ConfigError(f'pretrain.seq_len={self.pretrain.seq_len} cannot hold the longest '
+                        f'task text ({need} tokens); set pretrain.seq_len >= {need - 1}.')
+    if self.pretrain.seq_len > self.family.max_len:
+      raise ConfigError(f'pretrain.seq_len={self.pretrain.seq_len} exceeds family.max_len='
+                        f'{self.family.max_len}.')
+    if self.mesh.model <= 0 or (self.mesh.data != -1 and self.mesh.data <= 0):
+      raise ConfigError(f'mesh.data={self.mesh.data} / mesh.model={self.mesh.model} must be '
+                        'positive (mesh.data may be -1: all remaining devices).')
+    return self

@@ -1,0 +1,150 @@
+"""The study's stage graph: which stages exist, what each reads, and what each writes.
+
+Stage functions are the only places with side effects (files, logs, progress bars); they call
+the pure, compiled code of the layers below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ttc_jax.experiment import ExperimentConfig
+from ttc_jax.model import ModelConfig, init_params
+from ttc_jax.sharding import make_mesh
+from ttc_jax.study import Run, Stage
+from ttc_jax import train as train_lib
+from ttc_jax.train import pretrain as pretrain_lib
+
+
+def _asdict(x):
+  return dataclasses.asdict(x)
+
+
+def member_configs(cfg: ExperimentConfig) -> dict[str, ModelConfig]:
+  return {m.name: m for m in cfg.family.models()}
+
+
+def stage_seed(cfg: ExperimentConfig, stage: str) -> int:
+  """A per-stage seed derived from the config seed and the stage's name."""
+  return int(np.random.default_rng([cfg.seed, *stage.encode()]).integers(2**31 - 1))
+
+
+# ---- pretraining ----------------------------------------------------------------------------
+def _pretrain_inputs(member: str, index: int):
+  def inputs(cfg: ExperimentConfig) -> dict:
+    if cfg.family.from_run:
+      return {'from_run': str(Path(cfg.family.from_run).resolve()), 'member': member}
+    p = cfg.pretrain
+    return {'model': _asdict(member_configs(cfg)[member]), 'task': _asdict(cfg.task),
+            'pretrain': {**_asdict(p), 'steps': p.steps_for(index)}, 'seed': cfg.seed}
+  return inputs
+
+
+def member_workdir(run: Run, member: str) -> Path:
+  """Where member `member`'s pretraining checkpoints live (possibly in another run)."""
+  if run.cfg.family.from_run:
+    other = Path(run.cfg.family.from_run) / f'pretrain_{member}'
+    if not (other / 'ckpt').exists():
+      raise FileNotFoundError(
+          f'family.from_run={run.cfg.family.from_run!r} has no checkpoint for member '
+          f'{member!r} (looked in {other / "ckpt"}); run its pretraining first or fix the path.')
+    return other
+  return run.stage_dir(f'pretrain_{member}')
+
+
+def load_member(run: Run, member: str):
+  """(ModelConfig, params) of a pretrained family member."""
+  mcfg = member_configs(run.cfg)[member]
+  abstract = jax.eval_shape(lambda: init_params(mcfg, jax.random.key(0)))
+  params, _ = train_lib.load_params(member_workdir(run, member), abstract)
+  return mcfg, params
+
+
+def _pretrain_run(member: str, index: int):
+  def run_stage(run: Run, stage: Stage) -> dict:
+    cfg = run.cfg
+    mcfg = member_configs(cfg)[member]
+    if cfg.family.from_run:
+      _, meta = train_lib.load_params(member_workdir(run, member))
+      return {'from_run': cfg.family.from_run, **meta}
+    task = cfg.task.build()
+    p = cfg.pretrain
+    problems = task.problems('train')
+    data = pretrain_lib.encode_examples([q.prompt for q in problems],
+                                        [q.solution for q in problems], task.tokenizer,
+                                        p.seq_len, p.loss_on_prompt)
+    seed = stage_seed(cfg, stage.name)
+    batch_fn = pretrain_lib.epoch_batches(data, p.batch_size, seed)
+    steps = p.steps_for(index)
+    counts = mcfg.param_counts()
+    result = train_lib.train(
+        loss_fn=lambda params, b, rng: pretrain_lib.lm_loss(params, b, rng, config=mcfg),
+        init_fn=lambda: init_params(mcfg, jax.random.key(seed)),
+        batch_fn=batch_fn, cfg=p, total_steps=steps, mesh=make_mesh(cfg.mesh),
+        workdir=run.stage_dir(stage.name), tokens_per_step=p.batch_size * p.seq_len,
+        flops_per_token=mcfg.train_flops_per_token(p.seq_len), seed=seed,
+        metadata={'member': member, 'params': counts['total'],
+                  'non_embedding_params': counts['non_embedding']},
+        fsdp=cfg.mesh.fsdp, desc=f'pretrain {member}')
+    acc = evaluate_greedy(run, mcfg, result.params, task)
+    final_loss = result.metrics[-1]['loss'] if result.metrics else float('nan')
+    return {'member': member, 'params': counts['total'],
+            'non_embedding_params': counts['non_embedding'],
+            'pretrain_tokens': result.metadata['tokens_seen'],
+            'train_flops_6nd': result.metadata['train_flops_6nd'],
+            'train_flops_analytic': result.metadata['train_flops_analytic'],
+            'final_loss': final_loss, **acc}
+  return run_stage
+
+
+def evaluate_greedy(run: Run, mcfg: ModelConfig, params, task) -> dict:
+  """Greedy (temperature 0) accuracy on held-out test problems, overall and by n_ops."""
+  from ttc_jax.sample import Sampler
+  n = run.cfg.pretrain.eval_problems
+  problems = task.problem_set('test', n)
+  tok = task.tokenizer
+  sampler = Sampler(mcfg, eos_id=tok.eos_id, step_ids=tok.step_ids)
+  texts = []
+  bs = run.cfg.pretrain.eval_batch
+  for i in range(0, len(problems), bs):
+    chunk = problems.take(np.arange(i, min(i + bs, len(problems))))
+    state = sampler.start(params, chunk.prompts, chunk.lengths, jax.random.key(0),
+                          cache_len=mcfg.max_len, temperature=0.0)
+    state = sampler.generate(params, state)
+    toks, lens, plens = jax.device_get((state.tokens_BxS, state.lengths_B,
+                                        state.prompt_lengths_B))
+    texts += [tok.decode(t[p:l]) for t, p, l in zip(toks, plens, lens)]
+  correct = np.array([task.is_correct(t, a) for t, a in zip(texts, problems.answers)])
+  out = {'greedy_accuracy': float(correct.mean()), 'eval_problems': len(problems)}
+  if 'n_ops' in problems.meta:
+    ops = np.asarray(problems.meta['n_ops'])
+    out['greedy_accuracy_by_n_ops'] = {int(k): float(correct[ops == k].mean())
+                                       for k in np.unique(ops)}
+  return out
+
+
+def _family_run(run: Run, stage: Stage) -> dict:
+  summ = run.summary()
+  rows = []
+  for m in run.cfg.family.members:
+    rows.append({'name': m, **summ.get(f'pretrain_{m}', {})})
+  rows.sort(key=lambda r: r.get('params', 0))
+  return rows
+
+
+def build_stages(cfg: ExperimentConfig) -> list[Stage]:
+  stages = []
+  members = list(member_configs(cfg))
+  for i, m in enumerate(members):
+    stages.append(Stage(f'pretrain_{m}', (), _pretrain_inputs(m, i), _pretrain_run(m, i)))
+  stages.append(Stage('family', tuple(f'pretrain_{m}' for m in members),
+                      lambda c: {'members': list(c.family.members)}, _family_run))
+  return stages
+
+
+def make_run(cfg: ExperimentConfig, plain: dict, run_dir=None) -> Run:
+  return Run(cfg, plain, build_stages(cfg), run_dir)

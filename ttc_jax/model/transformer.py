@@ -102,12 +102,16 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   s = cache['k'].shape[2]
   start_B = jnp.where(write_B, positions_BxT[:, 0], s)
 
-  def write(c_LxSxKxH, u_TxKxH, start):
-    return c_LxSxKxH.at[layer, start + jnp.arange(t)].set(u_TxKxH, mode='drop')
+  slots_BxT = start_B[:, None] + jnp.arange(t)[None, :]
+  rows_Bx1 = jnp.arange(b)[:, None]
 
-  write = jax.vmap(write, in_axes=(1, 0, 0), out_axes=1)
-  new_cache = {'k': write(cache['k'], k_BxTxKxH.astype(cache['k'].dtype), start_B),
-               'v': write(cache['v'], v_BxTxKxH.astype(cache['v'].dtype), start_B)}
+  def write(c_LxBxSxKxH, u_BxTxKxH):
+    # Plain advanced indexing, not a vmap over the batch axis 1: vmap's scatter makes XLA
+    # transpose the whole cache to put that axis first, a full copy per layer and step.
+    return c_LxBxSxKxH.at[layer, rows_Bx1, slots_BxT].set(u_BxTxKxH, mode='drop')
+
+  new_cache = {'k': write(cache['k'], k_BxTxKxH.astype(cache['k'].dtype)),
+               'v': write(cache['v'], v_BxTxKxH.astype(cache['v'].dtype))}
   keys_BxWxKxH = jax.lax.dynamic_index_in_dim(new_cache['k'], layer, 0, False)[:, :window]
   values_BxWxKxH = jax.lax.dynamic_index_in_dim(new_cache['v'], layer, 0, False)[:, :window]
   visible_BxTxW = jnp.arange(window)[None, None, :] <= positions_BxT[:, :, None]

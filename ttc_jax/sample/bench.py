@@ -1,0 +1,191 @@
+"""Sampling throughput against a roofline measured in the same run (and HF generate beside it).
+
+  PYTHONPATH=. python3 -m ttc_jax.sample.bench --d-model 256 --layers 4 --heads 4 \
+      --kv-heads 4 --head-dim 64 --d-ff 1024 --vocab 128 --batch 4096,256 --prompt-len 32 \
+      --new-tokens 96 --dtype bfloat16 --hf --out /tmp/bench.json
+
+Every row decodes exactly --new-tokens tokens (no EOS, temperature 1) from a random prompt of
+--prompt-len tokens, with random weights. Reported per batch size: compile seconds, prefill
+seconds, decode seconds, generated tokens/s (decode only, and prefill + decode), seconds per
+decode step, and the fraction of the roofline. The roofline of a decode step at live context
+c is max(bytes / bandwidth, FLOPs / matmul rate), bytes = weights + KV read over c slots + KV
+written, FLOPs = B * forward FLOPs per token at context c; bandwidth (a device-to-device copy,
+read + write bytes) and matmul rate (a bf16 matmul on random data) are measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _time(fn, reps: int) -> float:
+  """Best-of-reps wall seconds of fn() (fn blocks until its result is ready)."""
+  best = float('inf')
+  for _ in range(reps):
+    t = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t)
+  return best
+
+
+def measure_bandwidth(n_bytes: int = 2 << 30) -> float:
+  """Bytes/s of a large elementwise copy on the default device, counting read + write."""
+  x = jnp.ones((n_bytes // 4,), jnp.float32)
+  f = jax.jit(lambda v: v + 1.0)
+  f(x).block_until_ready()
+  sec = _time(lambda: f(x).block_until_ready(), 10)
+  return 2 * n_bytes / sec
+
+
+def measure_matmul_rate(n: int = 8192) -> float:
+  """FLOP/s of an n x n x n bf16 matmul on random data (float32 accumulation)."""
+  ka, kb = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(ka, (n, n), jnp.bfloat16)
+  b = jax.random.normal(kb, (n, n), jnp.bfloat16)
+  f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32).astype(x.dtype))
+  f(a, b).block_until_ready()
+  sec = _time(lambda: f(a, b).block_until_ready(), 10)
+  return 2 * n ** 3 / sec
+
+
+def roofline_seconds(cfg, batch: int, prompt_len: int, new_tokens: int, bandwidth: float,
+                     flop_rate: float) -> dict:
+  """Lower bound on the decode time: sum over steps of max(memory time, compute time)."""
+  item = jnp.dtype(cfg.dtype).itemsize
+  weight_bytes = cfg.param_counts()['total'] * jnp.dtype(cfg.param_dtype).itemsize
+  kv_per_slot = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * item  # k and v, per row
+  total = mem = comp = 0.0
+  for t in range(new_tokens):
+    context = prompt_len + t      # keys a step attends to (the pending token included)
+    nbytes = weight_bytes + batch * kv_per_slot * (context + 1)   # read context, write one
+    flops = batch * cfg.forward_flops_per_token(context)
+    mem += nbytes / bandwidth
+    comp += flops / flop_rate
+    total += max(nbytes / bandwidth, flops / flop_rate)
+  return {'roofline_s': total, 'memory_s': mem, 'compute_s': comp}
+
+
+def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
+              n_windows: int) -> dict:
+  from ttc_jax.model import transformer
+  from ttc_jax.sample.decode import Sampler
+  params = transformer.init_params(cfg, jax.random.key(0))
+  prompts = np.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 3,
+                                          cfg.vocab_size), np.int32)
+  lengths = np.full((batch,), prompt_len, np.int32)
+  sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows)
+  cache_len = prompt_len + new_tokens
+
+  def start(seed):
+    return sampler.start(params, prompts, lengths, jax.random.key(seed), n_samples=1,
+                         cache_len=cache_len, temperature=1.0, max_new_tokens=new_tokens)
+
+  t = time.perf_counter()
+  state = sampler.generate(params, start(0))
+  jax.block_until_ready(state.lengths_B)
+  first_call = time.perf_counter() - t
+  n_gen = np.asarray(state.n_generated_B)
+  assert (n_gen == new_tokens).all(), (n_gen.min(), n_gen.max())
+  prefill_s = _time(lambda: jax.block_until_ready(start(1).lengths_B), reps)
+  decode = []
+  for r in range(reps):
+    st = start(2 + r)
+    jax.block_until_ready(st)
+    t = time.perf_counter()
+    jax.block_until_ready(sampler.generate(params, st).lengths_B)
+    decode.append(time.perf_counter() - t)
+  decode_s = min(decode)
+  tokens = batch * new_tokens
+  return {'compile_and_first_call_s': first_call, 'compile_s': first_call - decode_s - prefill_s,
+          'prefill_s': prefill_s, 'decode_s': decode_s, 'decode_step_ms': 1e3 * decode_s /
+          new_tokens, 'decode_tokens_per_s': tokens / decode_s,
+          'end_to_end_tokens_per_s': tokens / (decode_s + prefill_s)}
+
+
+def bench_hf(cfg, batch: int, prompt_len: int, new_tokens: int) -> dict:
+  """The same shape through Hugging Face generate (random weights, bf16, sampling)."""
+  import torch
+  import transformers
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+      num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+      num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
+      max_position_embeddings=prompt_len + new_tokens, tie_word_embeddings=cfg.tie_embeddings,
+      pad_token_id=0, bos_token_id=1, eos_token_id=2)
+  model = transformers.LlamaForCausalLM(hf_cfg).to(device='cuda', dtype=torch.bfloat16).eval()
+  ids = torch.randint(3, cfg.vocab_size, (batch, prompt_len), device='cuda')
+  kw = dict(do_sample=True, min_new_tokens=new_tokens, max_new_tokens=new_tokens,
+            temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
+  with torch.no_grad():
+    model.generate(ids[:, :prompt_len], **{**kw, 'min_new_tokens': 4, 'max_new_tokens': 4})
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = model.generate(ids, **kw)
+    torch.cuda.synchronize()
+    sec = time.perf_counter() - t
+  assert out.shape[1] == prompt_len + new_tokens, out.shape
+  del model
+  torch.cuda.empty_cache()
+  return {'hf_seconds': sec, 'hf_tokens_per_s': batch * new_tokens / sec,
+          'transformers': transformers.__version__, 'torch': torch.__version__}
+
+
+def main(argv=None) -> dict:
+  from ttc_jax import io
+  from ttc_jax.model.config import ModelConfig
+  ap = argparse.ArgumentParser(prog='ttc bench sampling', description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument('--name', default='')
+  ap.add_argument('--d-model', type=int, default=256)
+  ap.add_argument('--layers', type=int, default=4)
+  ap.add_argument('--heads', type=int, default=4)
+  ap.add_argument('--kv-heads', type=int, default=None, help='default: --heads')
+  ap.add_argument('--head-dim', type=int, default=64)
+  ap.add_argument('--d-ff', type=int, default=1024)
+  ap.add_argument('--vocab', type=int, default=128)
+  ap.add_argument('--batch', default='4096', help='comma-separated batch sizes')
+  ap.add_argument('--prompt-len', type=int, default=32)
+  ap.add_argument('--new-tokens', type=int, default=96)
+  ap.add_argument('--dtype', default='bfloat16')
+  ap.add_argument('--reps', type=int, default=3)
+  ap.add_argument('--n-windows', type=int, default=8)
+  ap.add_argument('--hf', action='store_true', help='also time HF generate (torch, CUDA)')
+  ap.add_argument('--out', default='bench_sampling.json')
+  args = ap.parse_args(argv)
+  cfg = ModelConfig(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.layers,
+                    n_heads=args.heads, n_kv_heads=args.kv_heads or args.heads,
+                    head_dim=args.head_dim, d_ff=args.d_ff,
+                    max_len=args.prompt_len + args.new_tokens, tie_embeddings=False,
+                    dtype=args.dtype, param_dtype=args.dtype, name=args.name).validate()
+  bandwidth, flop_rate = measure_bandwidth(), measure_matmul_rate()
+  result = {'name': args.name, 'config': vars(args), 'device': str(jax.devices()[0]),
+            'jax': jax.__version__, 'bandwidth_bytes_per_s': bandwidth,
+            'matmul_flops_per_s': flop_rate, 'runs': []}
+  print(f'{args.name}: bandwidth {bandwidth / 1e12:.2f} TB/s, matmul '
+        f'{flop_rate / 1e12:.0f} TFLOP/s', flush=True)
+  for batch in [int(b) for b in args.batch.split(',')]:
+    run = {'batch': batch, **bench_jax(cfg, batch, args.prompt_len, args.new_tokens, args.reps,
+                                       args.n_windows)}
+    roof = roofline_seconds(cfg, batch, args.prompt_len, args.new_tokens, bandwidth, flop_rate)
+    run.update(roof)
+    run['roofline_tokens_per_s'] = batch * args.new_tokens / roof['roofline_s']
+    run['fraction_of_roofline'] = roof['roofline_s'] / run['decode_s']
+    if args.hf:
+      try:
+        run.update(bench_hf(cfg, batch, args.prompt_len, args.new_tokens))
+      except Exception as e:  # the comparison is optional: record why it did not run
+        run['hf_error'] = f'{type(e).__name__}: {e}'[:500]
+    result['runs'].append(run)
+    print(json.dumps(run), flush=True)
+  io.write_json(args.out, result)
+  return result
+
+
+if __name__ == '__main__':
+  main()

@@ -25,14 +25,18 @@ def get_config(arg=None):
       train_size=20_000 if not tiny else 500, validation_size=200, test_size=500, seed=0))
 
   c.family = ml_collections.ConfigDict(dict(
-      members=('xs', 's', 'm'), base_width=32, base_layers=2, head_dim=16, vocab_size=32,
+      members=('xs', 's', 'm'), base_width=16, base_layers=2, growth='width', head_dim=8, vocab_size=32,
       max_len=96, dtype='float32', param_dtype='float32', from_run=''))
 
   c.pretrain = ml_collections.ConfigDict(dict(
-      steps=(600, 900, 1200) if not tiny else (20,), batch_size=64, seq_len=83, lr=3e-3,
+      steps=(600, 900, 1200) if not tiny else (20,), batch_size=128, seq_len=83, lr=3e-3,
       warmup_steps=50, min_lr_ratio=0.1, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8,
       clip_norm=1.0, log_every=50, ckpt_every=300, max_to_keep=2, seed_offset=0,
       loss_on_prompt=False, eval_problems=200 if not tiny else 32, eval_batch=256))
+
+  c.sample_bank = ml_collections.ConfigDict(dict(
+      n_samples=64 if not tiny else 8, problems=200 if not tiny else 16, temperature=1.0,
+      top_p=1.0, top_k=0, max_new_tokens=0, batch_size=4096, members=()))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, fsdp=False))
   return c

@@ -94,3 +94,10 @@ def test_ladder_spans_about_4x_per_rung():
   ratios = ne[1:] / ne[:-1]
   assert np.all((ratios > 3.0) & (ratios < 5.3)), ratios
   assert 10 < ne[2] / ne[0] < 25   # a member ~14x another exists
+
+
+def test_width_ladder_is_exactly_4x_up_to_norms():
+  fam = ladder(16, 2, n=4, vocab_size=32, max_len=64, head_dim=8, growth='width')
+  assert [c.d_model for c in fam] == [16, 32, 64, 128]
+  ne = np.array([c.param_counts()['non_embedding'] for c in fam], float)
+  np.testing.assert_allclose(ne[1:] / ne[:-1], 4.0, rtol=0.03)

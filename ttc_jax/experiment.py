@@ -38,6 +38,7 @@ class FamilyConfig:
   members: tuple[str, ...] = ('xs', 's', 'm')
   base_width: int = 32
   base_layers: int = 2
+  growth: str = 'balanced'     # 'balanced' (width and depth) or 'width' (fixed depth)
   head_dim: int = 16
   vocab_size: int = 32
   max_len: int = 64
@@ -66,7 +67,8 @@ class FamilyConfig:
     """The selected members, smallest first."""
     n = max(LADDER_NAMES.index(m) for m in self.members) + 1
     rungs = ladder(self.base_width, self.base_layers, n=n, vocab_size=self.vocab_size,
-                   max_len=self.max_len, head_dim=self.head_dim, dtype=self.dtype,
+                   max_len=self.max_len, head_dim=self.head_dim, growth=self.growth,
+                   dtype=self.dtype,
                    param_dtype=self.param_dtype)
     return tuple(r for r in rungs if r.name in self.members)
 
@@ -79,6 +81,36 @@ class PretrainConfig(TrainConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class SampleBankConfig:
+  """N samples per test problem from each family member (the input of curves and bins).
+
+  n_samples: samples per problem (paper: 2048 for difficulty); problems: test problems used
+  (0 = the whole test split); max_new_tokens: 0 = the task's longest solution.
+  """
+  n_samples: int = 64
+  problems: int = 0
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0
+  max_new_tokens: int = 0
+  batch_size: int = 2048
+  members: tuple[str, ...] = ()   # () = every family member
+
+  def validate(self, key: str = 'sample_bank') -> 'SampleBankConfig':
+    if self.n_samples <= 0:
+      raise ConfigError(f'{key}.n_samples must be positive, got {self.n_samples}.')
+    if self.problems < 0 or self.max_new_tokens < 0 or self.top_k < 0:
+      raise ConfigError(f'{key}.problems, {key}.max_new_tokens and {key}.top_k must be >= 0.')
+    if self.temperature < 0:
+      raise ConfigError(f'{key}.temperature must be >= 0 (0 = greedy), got {self.temperature}.')
+    if not 0 < self.top_p <= 1:
+      raise ConfigError(f'{key}.top_p must lie in (0, 1], got {self.top_p}.')
+    if self.batch_size <= 0:
+      raise ConfigError(f'{key}.batch_size must be positive, got {self.batch_size}.')
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   name: str = 'run'
   seed: int = 0
@@ -86,6 +118,7 @@ class ExperimentConfig:
   task: TaskConfig = TaskConfig()
   family: FamilyConfig = FamilyConfig()
   pretrain: PretrainConfig = PretrainConfig()
+  sample_bank: SampleBankConfig = SampleBankConfig()
   mesh: MeshConfig = MeshConfig()
 
   def validate(self) -> 'ExperimentConfig':
@@ -107,6 +140,10 @@ class ExperimentConfig:
     if self.pretrain.seq_len > self.family.max_len:
       raise ConfigError(f'pretrain.seq_len={self.pretrain.seq_len} exceeds family.max_len='
                         f'{self.family.max_len}.')
+    for m in self.sample_bank.members:
+      if m not in self.family.members:
+        raise ConfigError(f'sample_bank.members has {m!r}, which is not in family.members '
+                          f'{self.family.members}.')
     if self.mesh.model <= 0 or (self.mesh.data != -1 and self.mesh.data <= 0):
       raise ConfigError(f'mesh.data={self.mesh.data} / mesh.model={self.mesh.model} must be '
                         'positive (mesh.data may be -1: all remaining devices).')

@@ -16,6 +16,7 @@ from ttc_jax.experiment import ExperimentConfig
 from ttc_jax.model import ModelConfig, init_params
 from ttc_jax.sharding import make_mesh
 from ttc_jax.study import Run, Stage
+from ttc_jax import io
 from ttc_jax import train as train_lib
 from ttc_jax.train import pretrain as pretrain_lib
 
@@ -136,6 +137,48 @@ def _family_run(run: Run, stage: Stage) -> dict:
   return rows
 
 
+# ---- the sample bank ------------------------------------------------------------------------
+def bank_members(cfg: ExperimentConfig) -> list[str]:
+  return list(cfg.sample_bank.members or cfg.family.members)
+
+
+def bank_path(run: Run, member: str) -> Path:
+  return run.stage_dir('sample_bank') / f'bank_{member}.parquet'
+
+
+def test_problems(cfg: ExperimentConfig, task, n: int = 0):
+  """The first n test problems (all when n is 0): every evaluation uses this one prefix."""
+  return task.problem_set('test', n or None)
+
+
+def _bank_run(run: Run, stage: Stage) -> dict:
+  from ttc_jax.sample.bank import sample_bank, write_bank
+  cfg, b = run.cfg, run.cfg.sample_bank
+  task = cfg.task.build()
+  problems = test_problems(cfg, task, b.problems)
+  max_new = b.max_new_tokens or task.max_text_len
+  out = {'n_samples': b.n_samples, 'problems': len(problems), 'members': {}}
+  for m in bank_members(cfg):
+    path = bank_path(run, m)
+    stats_path = path.with_suffix('.json')
+    if path.exists() and stats_path.exists():   # finished earlier: resume after it
+      out['members'][m] = io.read_json(stats_path)
+      continue
+    mcfg, params = load_member(run, m)
+    df, stats = sample_bank(params, mcfg, problems, b.n_samples,
+                            jax.random.key(stage_seed(cfg, f'sample_bank/{m}')),
+                            task.tokenizer, task.is_correct, task.parse_answer,
+                            max_new_tokens=max_new, temperature=b.temperature, top_p=b.top_p,
+                            top_k=b.top_k, batch_size=b.batch_size)
+    write_bank(df, path)
+    figures = {'path': str(path.relative_to(run.dir)), 'pass@1': float(df['correct'].mean()),
+               'samples_per_s': stats['samples_per_s'], 'tokens_per_s': stats['tokens_per_s'],
+               'seconds': stats['seconds'], 'samples': stats['samples']}
+    io.write_json(stats_path, figures)
+    out['members'][m] = figures
+  return out
+
+
 def build_stages(cfg: ExperimentConfig) -> list[Stage]:
   stages = []
   members = list(member_configs(cfg))
@@ -143,6 +186,9 @@ def build_stages(cfg: ExperimentConfig) -> list[Stage]:
     stages.append(Stage(f'pretrain_{m}', (), _pretrain_inputs(m, i), _pretrain_run(m, i)))
   stages.append(Stage('family', tuple(f'pretrain_{m}' for m in members),
                       lambda c: {'members': list(c.family.members)}, _family_run))
+  stages.append(Stage('sample_bank', tuple(f'pretrain_{m}' for m in bank_members(cfg)),
+                      lambda c: {'bank': _asdict(c.sample_bank), 'task': _asdict(c.task),
+                                 'seed': c.seed}, _bank_run))
   return stages
 
 

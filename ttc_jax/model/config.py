@@ -40,6 +40,12 @@ class ModelConfig:
   activation: Literal['silu', 'gelu_tanh'] = 'silu'
   param_dtype: str = 'float32'
   dtype: str = 'float32'               # compute dtype (bfloat16 on accelerators)
+  # Execution choices for the full (no-cache) pass; they change speed, not the function.
+  # 'xla': the einsum `attend`; 'dot_product': jax.nn.dot_product_attention (XLA);
+  # 'cudnn': the same through cuDNN's fused flash attention (GPU, bf16/fp16 only).
+  attention_impl: str = 'xla'
+  remat: str = 'none'                  # per-layer rematerialisation: 'none', 'dots', 'full'
+  scan_unroll: int = 1                 # layers per iteration of the layer scan
   name: str = ''
 
   def validate(self, key: str = 'model') -> 'ModelConfig':
@@ -64,6 +70,17 @@ class ModelConfig:
                         f'{self.activation!r}.')
     if self.rope_theta <= 0 or self.norm_eps <= 0:
       raise ConfigError(f'{key}.rope_theta and {key}.norm_eps must be positive.')
+    if self.attention_impl not in ('xla', 'dot_product', 'cudnn'):
+      raise ConfigError(f"{key}.attention_impl must be 'xla', 'dot_product' or 'cudnn', got "
+                        f'{self.attention_impl!r}.')
+    if self.attention_impl == 'cudnn' and self.dtype == 'float32':
+      raise ConfigError(f"{key}.attention_impl='cudnn' needs {key}.dtype bfloat16 or "
+                        "float16 (cuDNN flash attention has no float32 kernel).")
+    if self.remat not in ('none', 'dots', 'full'):
+      raise ConfigError(f"{key}.remat must be 'none', 'dots' or 'full', got {self.remat!r}.")
+    if not isinstance(self.scan_unroll, int) or not 1 <= self.scan_unroll <= self.n_layers:
+      raise ConfigError(f'{key}.scan_unroll must be an integer in [1, {key}.n_layers='
+                        f'{self.n_layers}], got {self.scan_unroll!r}.')
     return self
 
   @property
@@ -120,15 +137,29 @@ LADDER_NAMES = ('xs', 's', 'm', 'l', 'xl', 'xxl')
 
 
 def ladder(base_width: int, base_layers: int, *, n: int = 5, vocab_size: int, max_len: int,
-           head_dim: int = 16, **kw) -> tuple[ModelConfig, ...]:
+           head_dim: int = 16, growth: str = 'balanced', **kw) -> tuple[ModelConfig, ...]:
   """A family of `n` models whose non-embedding parameters grow ~4x per rung.
 
-  Rung i has width base_width * 2**(i/2) rounded to a multiple of head_dim and about
-  base_layers * 2**(i/2) layers, so params (~12 L d^2) grow ~2^(1.5 i) from width and
-  layers together; the rounding is corrected by choosing layers to keep the ratio near 4.
+  growth='balanced': rung i has width base_width * 2**(i/2) rounded to a multiple of
+    head_dim, and the depth that brings its non-embedding params closest to 4**i times the
+    first rung's (params ~16 L d^2, so depth also grows ~2x per rung).
+  growth='width': width base_width * 2**i at a fixed depth of base_layers (exactly 4x per
+    rung up to norms); shallow and wide runs far faster on CPUs, where small matmuls are
+    overhead-bound.
   """
   if n > len(LADDER_NAMES):
     raise ConfigError(f'family.n must be <= {len(LADDER_NAMES)}, got {n}.')
+  if growth not in ('balanced', 'width'):
+    raise ConfigError(f"family.growth must be 'balanced' or 'width', got {growth!r}.")
+  if growth == 'width':
+    out = []
+    for i in range(n):
+      d = base_width * 2 ** i
+      out.append(ModelConfig(vocab_size=vocab_size, d_model=d, n_layers=base_layers,
+                             n_heads=d // head_dim, n_kv_heads=d // head_dim,
+                             head_dim=head_dim, d_ff=4 * d, max_len=max_len,
+                             name=LADDER_NAMES[i], **kw).validate(f'family[{i}]'))
+    return tuple(out)
   out = []
   base_nonemb = None
   for i in range(n):

@@ -38,5 +38,20 @@ def get_config(arg=None):
       n_samples=64 if not tiny else 8, problems=200 if not tiny else 16, temperature=1.0,
       top_p=1.0, top_k=0, max_new_tokens=0, batch_size=4096, members=()))
 
+  # The member that spends test-time compute: xs is 16x smaller than m (the paper's ~14x).
+  c.policy = 'xs'
+  c.train_bank = ml_collections.ConfigDict(dict(
+      problems=400 if not tiny else 16, n_samples=8 if not tiny else 4, temperature=1.0,
+      batch_size=4096))
+  verifier = dict(
+      policy='', checkpoint='', samples_per_problem=8 if not tiny else 2,
+      rollouts=8 if not tiny else 2, n_problems=0, rollout_temperature=1.0,
+      rollout_rows=2048, shard_problems=100, label='soft', lr=1e-3,
+      batch_size=128 if not tiny else 16, steps=300 if not tiny else 6, warmup_steps=20 if not tiny else 1,
+      weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0, holdout_fraction=0.1,
+      eval_every=100 if not tiny else 3, patience=0, ece_bins=10, seed=0)
+  c.prm = ml_collections.ConfigDict(dict(verifier, kind='prm'))
+  c.orm = ml_collections.ConfigDict(dict(verifier, kind='orm'))
+
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, fsdp=False))
   return c

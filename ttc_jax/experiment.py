@@ -9,6 +9,7 @@ from ttc_jax.data.arith import ArithTaskConfig
 from ttc_jax.model.config import LADDER_NAMES, ConfigError, ModelConfig, ladder
 from ttc_jax.sharding import MeshConfig
 from ttc_jax.train.loop import TrainConfig
+from ttc_jax.verify.train_verifier import VerifierConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +112,24 @@ class SampleBankConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainBankConfig:
+  """Samples of the policy on TRAINING problems: the solutions the PRM labels and the ORM
+  learns from (paper: 16 per problem)."""
+  problems: int = 0           # 0 = the whole train split
+  n_samples: int = 16
+  temperature: float = 1.0
+  batch_size: int = 2048
+
+  def validate(self, key: str = 'train_bank') -> 'TrainBankConfig':
+    if self.problems < 0 or self.n_samples <= 0 or self.batch_size <= 0:
+      raise ConfigError(f'{key}.problems must be >= 0 and {key}.n_samples, {key}.batch_size '
+                        'positive.')
+    if self.temperature < 0:
+      raise ConfigError(f'{key}.temperature must be >= 0, got {self.temperature}.')
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   name: str = 'run'
   seed: int = 0
@@ -119,6 +138,10 @@ class ExperimentConfig:
   family: FamilyConfig = FamilyConfig()
   pretrain: PretrainConfig = PretrainConfig()
   sample_bank: SampleBankConfig = SampleBankConfig()
+  policy: str = ''                # the member that spends test-time compute ('' = smallest)
+  train_bank: TrainBankConfig = TrainBankConfig()
+  prm: VerifierConfig = VerifierConfig(kind='prm')
+  orm: VerifierConfig = VerifierConfig(kind='orm')
   mesh: MeshConfig = MeshConfig()
 
   def validate(self) -> 'ExperimentConfig':
@@ -140,6 +163,12 @@ class ExperimentConfig:
     if self.pretrain.seq_len > self.family.max_len:
       raise ConfigError(f'pretrain.seq_len={self.pretrain.seq_len} exceeds family.max_len='
                         f'{self.family.max_len}.')
+    for key, m in (('policy', self.policy), ('prm.policy', self.prm.policy),
+                   ('orm.policy', self.orm.policy)):
+      if m and m not in self.family.members:
+        raise ConfigError(f'{key}={m!r} is not in family.members {self.family.members}.')
+    if self.prm.kind != 'prm' or self.orm.kind != 'orm':
+      raise ConfigError("prm.kind must be 'prm' and orm.kind 'orm'.")
     for m in self.sample_bank.members:
       if m not in self.family.members:
         raise ConfigError(f'sample_bank.members has {m!r}, which is not in family.members '
@@ -148,3 +177,8 @@ class ExperimentConfig:
       raise ConfigError(f'mesh.data={self.mesh.data} / mesh.model={self.mesh.model} must be '
                         'positive (mesh.data may be -1: all remaining devices).')
     return self
+
+
+def policy_member(cfg: ExperimentConfig) -> str:
+  """The member that spends test-time compute: config.policy, else the smallest member."""
+  return cfg.policy or cfg.family.models()[0].name

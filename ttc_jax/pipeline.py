@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ttc_jax.experiment import ExperimentConfig
+from ttc_jax.experiment import ExperimentConfig, policy_member
 from ttc_jax.model import ModelConfig, init_params
 from ttc_jax.sharding import make_mesh
 from ttc_jax.study import Run, Stage
@@ -179,6 +179,68 @@ def _bank_run(run: Run, stage: Stage) -> dict:
   return out
 
 
+# ---- verifiers --------------------------------------------------------------------------------
+def _train_bank_run(run: Run, stage: Stage) -> dict:
+  """K samples per training problem from the policy (what the PRM labels, the ORM learns)."""
+  from ttc_jax.sample.bank import sample_bank, write_bank
+  cfg, b = run.cfg, run.cfg.train_bank
+  task = cfg.task.build()
+  problems = task.problem_set('train', b.problems or None)
+  member = policy_member(cfg)
+  mcfg, params = load_member(run, member)
+  df, stats = sample_bank(params, mcfg, problems, b.n_samples,
+                          jax.random.key(stage_seed(cfg, stage.name)), task.tokenizer,
+                          task.is_correct, task.parse_answer,
+                          max_new_tokens=task.max_text_len, temperature=b.temperature,
+                          batch_size=b.batch_size)
+  write_bank(df, run.stage_dir(stage.name) / 'bank.parquet')
+  return {'policy': member, 'problems': len(problems), 'pass@1': float(df['correct'].mean()),
+          'samples_per_s': stats['samples_per_s']}
+
+
+def _verifier_run(kind: str):
+  def run_stage(run: Run, stage: Stage) -> dict:
+    from ttc_jax.verify import prm as prm_lib
+    from ttc_jax.verify.train_verifier import load_verifier, run_prm_pipeline
+    cfg = run.cfg
+    vcfg = getattr(cfg, kind)
+    member = vcfg.policy or policy_member(cfg)
+    task = cfg.task.build()
+    mcfg, params = load_member(run, member)
+    train_bank = io.read_parquet(run.stage_dir('train_bank') / 'bank.parquet')
+    test_bank = io.read_parquet(bank_path(run, member))
+    problems = task.problem_set('train', cfg.train_bank.problems or None)
+    test = test_problems(cfg, task, cfg.sample_bank.problems)
+    workdir = run.stage_dir(stage.name)
+    summary = run_prm_pipeline(
+        params, mcfg, task, train_bank, vcfg, workdir, make_mesh(cfg.mesh),
+        jax.random.key(stage_seed(cfg, stage.name)), problems=problems,
+        max_new_tokens=task.max_text_len,
+        policy_checkpoint=str(member_workdir(run, member)), eval_bank_df=test_bank,
+        eval_problems=test)
+    # Step scores of every test-bank sample: the input of predicted difficulty, bank
+    # best-of-N and the report.
+    vparams, _ = load_verifier(workdir, mcfg, task.tokenizer)
+    scores, mask, ids = prm_lib.score_bank(vparams, mcfg, test_bank, test,
+                                           pad_id=task.tokenizer.pad_id)
+    write_bank_scores(workdir / 'bank_scores.parquet', scores, mask, ids)
+    return {**summary, 'bank_scores': str((workdir / 'bank_scores.parquet').relative_to(run.dir))}
+  return run_stage
+
+
+def write_bank_scores(path, scores_PxNxS, mask_PxNxS, ids_P) -> None:
+  """One row per bank sample: its step scores and their last / min / prod aggregates."""
+  from ttc_jax.verify.aggregate import aggregate_steps
+  p, n, _ = scores_PxNxS.shape
+  table = {'problem_id': np.repeat(np.asarray(ids_P).astype(str), n),
+           'sample_index': np.tile(np.arange(n, dtype=np.int32), p)}
+  for how in ('last', 'min', 'prod'):
+    table[how] = aggregate_steps(scores_PxNxS, mask_PxNxS, how).reshape(-1).astype(np.float32)
+  flat_s, flat_m = scores_PxNxS.reshape(p * n, -1), mask_PxNxS.reshape(p * n, -1)
+  table['step_scores'] = [s[m].astype(np.float32).tolist() for s, m in zip(flat_s, flat_m)]
+  io.write_parquet(path, table)
+
+
 def build_stages(cfg: ExperimentConfig) -> list[Stage]:
   stages = []
   members = list(member_configs(cfg))
@@ -189,6 +251,16 @@ def build_stages(cfg: ExperimentConfig) -> list[Stage]:
   stages.append(Stage('sample_bank', tuple(f'pretrain_{m}' for m in bank_members(cfg)),
                       lambda c: {'bank': _asdict(c.sample_bank), 'task': _asdict(c.task),
                                  'seed': c.seed}, _bank_run))
+  pol = policy_member(cfg)
+  stages.append(Stage('train_bank', (f'pretrain_{pol}',),
+                      lambda c: {'bank': _asdict(c.train_bank), 'task': _asdict(c.task),
+                                 'policy': policy_member(c), 'seed': c.seed}, _train_bank_run))
+  for kind in ('prm', 'orm'):
+    member = getattr(cfg, kind).policy or pol
+    stages.append(Stage(kind, ('train_bank', 'sample_bank', f'pretrain_{member}'),
+                        lambda c, kind=kind: {kind: _asdict(getattr(c, kind)),
+                                              'policy': policy_member(c)},
+                        _verifier_run(kind)))
   return stages
 
 

@@ -62,7 +62,7 @@ def answer_ids(answers: Sequence[Sequence[str | None]], normalize=str.strip) -> 
   """Integer ids per problem: [P][N] strings (None or '' = unparseable) -> [P, N] int64.
 
   Within a problem, ids number distinct (normalised) answers in order of first occurrence,
-  from 0; unparseable answers get -1. Ids are only comparable within one problem. Rows may
+  from 0; unparseable answers (None, NaN, anything not a string, or '') get -1. Ids are only comparable within one problem. Rows may
   have different lengths; short rows are padded with -1.
   """
   width = max((len(row) for row in answers), default=0)
@@ -70,7 +70,7 @@ def answer_ids(answers: Sequence[Sequence[str | None]], normalize=str.strip) -> 
   for p, row in enumerate(answers):  # String hashing has no vector form; one pass per row.
     seen: dict[str, int] = {}
     for i, a in enumerate(row):
-      if a is None:
+      if not isinstance(a, str):   # None, or NaN where pandas read an all-missing column
         continue
       key = normalize(a) if normalize else a
       if key == '':

@@ -53,5 +53,7 @@ def get_config(arg=None):
   c.prm = ml_collections.ConfigDict(dict(verifier, kind='prm'))
   c.orm = ml_collections.ConfigDict(dict(verifier, kind='orm'))
 
+  c.analysis = ml_collections.ConfigDict(dict(n_bins=5, big_member='m'))
+
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, fsdp=False))
   return c

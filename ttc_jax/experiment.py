@@ -130,6 +130,21 @@ class TrainBankConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+  """Difficulty bins, compute-optimal selection and the FLOPs-matched comparison.
+
+  big_member: the larger model of the FLOPs-matched comparison ('' = the largest member).
+  """
+  n_bins: int = 5
+  big_member: str = ''
+
+  def validate(self, key: str = 'analysis') -> 'AnalysisConfig':
+    if self.n_bins < 1:
+      raise ConfigError(f'{key}.n_bins must be >= 1, got {self.n_bins}.')
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   name: str = 'run'
   seed: int = 0
@@ -142,6 +157,7 @@ class ExperimentConfig:
   train_bank: TrainBankConfig = TrainBankConfig()
   prm: VerifierConfig = VerifierConfig(kind='prm')
   orm: VerifierConfig = VerifierConfig(kind='orm')
+  analysis: AnalysisConfig = AnalysisConfig()
   mesh: MeshConfig = MeshConfig()
 
   def validate(self) -> 'ExperimentConfig':
@@ -163,7 +179,7 @@ class ExperimentConfig:
     if self.pretrain.seq_len > self.family.max_len:
       raise ConfigError(f'pretrain.seq_len={self.pretrain.seq_len} exceeds family.max_len='
                         f'{self.family.max_len}.')
-    for key, m in (('policy', self.policy), ('prm.policy', self.prm.policy),
+    for key, m in (('policy', self.policy), ('analysis.big_member', self.analysis.big_member), ('prm.policy', self.prm.policy),
                    ('orm.policy', self.orm.policy)):
       if m and m not in self.family.members:
         raise ConfigError(f'{key}={m!r} is not in family.members {self.family.members}.')

@@ -102,30 +102,54 @@ def _pretrain_run(member: str, index: int):
   return run_stage
 
 
-def evaluate_greedy(run: Run, mcfg: ModelConfig, params, task) -> dict:
-  """Greedy (temperature 0) accuracy on held-out test problems, overall and by n_ops."""
+def greedy_table(mcfg: ModelConfig, params, task, problems, batch_size: int) -> 'pd.DataFrame':
+  """Greedy (temperature 0) solutions of `problems`: problem_id, text, correct, tokens."""
+  import pandas as pd
   from ttc_jax.sample import Sampler
-  n = run.cfg.pretrain.eval_problems
-  problems = task.problem_set('test', n)
   tok = task.tokenizer
   sampler = Sampler(mcfg, eos_id=tok.eos_id, step_ids=tok.step_ids)
-  texts = []
-  bs = run.cfg.pretrain.eval_batch
-  for i in range(0, len(problems), bs):
-    chunk = problems.take(np.arange(i, min(i + bs, len(problems))))
+  texts, n_gen = [], []
+  for i in range(0, len(problems), batch_size):
+    chunk = problems.take(np.arange(i, min(i + batch_size, len(problems))))
     state = sampler.start(params, chunk.prompts, chunk.lengths, jax.random.key(0),
                           cache_len=mcfg.max_len, temperature=0.0)
     state = sampler.generate(params, state)
     toks, lens, plens = jax.device_get((state.tokens_BxS, state.lengths_B,
                                         state.prompt_lengths_B))
     texts += [tok.decode(t[p:l]) for t, p, l in zip(toks, plens, lens)]
-  correct = np.array([task.is_correct(t, a) for t, a in zip(texts, problems.answers)])
+    n_gen += (lens - plens).tolist()
+  return pd.DataFrame({'problem_id': problems.ids.astype(str), 'text': texts,
+                       'correct': [task.is_correct(t, a) for t, a in zip(texts, problems.answers)],
+                       'n_prompt_tokens': problems.lengths, 'n_generated_tokens': n_gen})
+
+
+def evaluate_greedy(run: Run, mcfg: ModelConfig, params, task) -> dict:
+  """Greedy accuracy on held-out test problems, overall and by number of operations."""
+  problems = task.problem_set('test', run.cfg.pretrain.eval_problems)
+  correct = greedy_table(mcfg, params, task, problems, run.cfg.pretrain.eval_batch)['correct']
+  correct = correct.to_numpy(bool)
   out = {'greedy_accuracy': float(correct.mean()), 'eval_problems': len(problems)}
   if 'n_ops' in problems.meta:
     ops = np.asarray(problems.meta['n_ops'])
     out['greedy_accuracy_by_n_ops'] = {int(k): float(correct[ops == k].mean())
                                        for k in np.unique(ops)}
   return out
+
+
+def _greedy_run(run: Run, stage: Stage) -> dict:
+  """Every member's greedy solution of the bank's test problems (per problem, for bins)."""
+  import pandas as pd
+  cfg = run.cfg
+  task = cfg.task.build()
+  problems = test_problems(cfg, task, cfg.sample_bank.problems)
+  frames, out = [], {}
+  for m in cfg.family.members:
+    mcfg, params = load_member(run, m)
+    df = greedy_table(mcfg, params, task, problems, cfg.pretrain.eval_batch)
+    frames.append(df.assign(member=m))
+    out[m] = float(df['correct'].mean())
+  io.write_parquet(run.stage_dir(stage.name) / 'greedy.parquet', pd.concat(frames))
+  return {'greedy_accuracy': out, 'problems': len(problems)}
 
 
 def _family_run(run: Run, stage: Stage) -> dict:
@@ -241,6 +265,46 @@ def write_bank_scores(path, scores_PxNxS, mask_PxNxS, ids_P) -> None:
   io.write_parquet(path, table)
 
 
+# ---- analysis ---------------------------------------------------------------------------------
+def _analysis_run(run: Run, stage: Stage) -> dict:
+  from ttc_jax.analysis import tables
+  cfg, a = run.cfg, run.cfg.analysis
+  d = run.stage_dir(stage.name)
+  policy = policy_member(cfg)
+  bank = io.read_parquet(bank_path(run, policy))
+  scores_path = run.stage_dir('prm') / 'bank_scores.parquet'
+  scores = io.read_parquet(scores_path) if scores_path.exists() else None
+  difficulty = tables.difficulty_table(bank, scores, a.n_bins)
+  io.write_parquet(d / 'difficulty.parquet', difficulty)
+  search_path = run.stage_dir('search') / 'results.parquet'
+  rev_path = run.stage_dir('revisions') / 'results.parquet'
+  strategies = tables.strategy_table(
+      io.read_parquet(search_path) if search_path.exists() else None,
+      io.read_parquet(rev_path) if rev_path.exists() else None)
+  io.write_parquet(d / 'strategies.parquet', strategies)
+  out = {'policy': policy, 'bins': a.n_bins,
+         'pass_rate_by_oracle_bin': difficulty.groupby('oracle_bin')['pass_rate'].mean()
+         .round(4).to_dict()}
+  if strategies.empty:
+    return out
+  cv = tables.compute_optimal(strategies, difficulty, seed=stage_seed(cfg, 'cv'))
+  io.write_parquet(d / 'compute_optimal.parquet', cv)
+  io.write_parquet(d / 'curves.parquet', tables.curves(strategies))
+  eff = tables.efficiency(strategies, cv)
+  io.write_parquet(d / 'efficiency.parquet', eff)
+  members = member_configs(cfg)
+  big = a.big_member or list(members)[-1]
+  greedy = io.read_parquet(run.stage_dir('greedy') / 'greedy.parquet')
+  ratio = (members[big].param_counts()['non_embedding'] /
+           members[policy].param_counts()['non_embedding'])
+  matched = tables.matched(cv, greedy, difficulty, m=ratio, big_member=big)
+  io.write_parquet(d / 'matched.parquet', matched)
+  out['efficiency'] = eff.to_dict('records') if len(eff) else []
+  out['matched'] = matched.to_dict('records') if len(matched) else []
+  out['big_member'], out['M'] = big, ratio
+  return out
+
+
 def build_stages(cfg: ExperimentConfig) -> list[Stage]:
   stages = []
   members = list(member_configs(cfg))
@@ -261,6 +325,14 @@ def build_stages(cfg: ExperimentConfig) -> list[Stage]:
                         lambda c, kind=kind: {kind: _asdict(getattr(c, kind)),
                                               'policy': policy_member(c)},
                         _verifier_run(kind)))
+  stages.append(Stage('greedy', tuple(f'pretrain_{m}' for m in cfg.family.members),
+                      lambda c: {'bank': _asdict(c.sample_bank), 'task': _asdict(c.task)},
+                      _greedy_run))
+  analysis_deps = ('sample_bank', 'prm', 'greedy') + tuple(
+      s.name for s in stages if s.name in ('search', 'revisions'))
+  stages.append(Stage('analysis', analysis_deps,
+                      lambda c: {'analysis': _asdict(c.analysis), 'policy': policy_member(c)},
+                      _analysis_run))
   return stages
 
 

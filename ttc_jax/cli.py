@@ -2,6 +2,7 @@
 
   ttc run CONFIG.py[:ARG] [--config.key=value ...] [--stages a,b] [--run-dir DIR]
   ttc stages RUN_DIR
+  ttc report RUN_DIR
   ttc bench train|sampling [ARGS]
 """
 
@@ -68,6 +69,15 @@ def cmd_stages(argv: list[str]) -> int:
   return 0
 
 
+def cmd_report(argv: list[str]) -> int:
+  from ttc_jax.report import write_report
+  ap = argparse.ArgumentParser(prog='ttc report')
+  ap.add_argument('run_dir')
+  args = ap.parse_args(argv)
+  print(write_report(args.run_dir))
+  return 0
+
+
 def cmd_bench(argv: list[str]) -> int:
   if not argv or argv[0] not in ('train', 'sampling'):
     print('usage: ttc bench train|sampling [ARGS]', file=sys.stderr)
@@ -79,7 +89,7 @@ def cmd_bench(argv: list[str]) -> int:
   return bench.main(argv[1:]) or 0
 
 
-COMMANDS = {'run': cmd_run, 'stages': cmd_stages, 'bench': cmd_bench}
+COMMANDS = {'run': cmd_run, 'stages': cmd_stages, 'report': cmd_report, 'bench': cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -333,7 +333,15 @@ def build_stages(cfg: ExperimentConfig) -> list[Stage]:
   stages.append(Stage('analysis', analysis_deps,
                       lambda c: {'analysis': _asdict(c.analysis), 'policy': policy_member(c)},
                       _analysis_run))
+  stages.append(Stage('report', ('analysis', 'family', 'orm'), lambda c: {},
+                      _report_run, summary_key=None))
   return stages
+
+
+def _report_run(run: Run, stage: Stage) -> dict:
+  from ttc_jax.report import write_report
+  path = write_report(run.dir)
+  return {'path': str(path.relative_to(run.dir))}
 
 
 def make_run(cfg: ExperimentConfig, plain: dict, run_dir=None) -> Run:

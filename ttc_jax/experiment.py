@@ -9,6 +9,7 @@ from ttc_jax.data.arith import ArithTaskConfig
 from ttc_jax.model.config import LADDER_NAMES, ConfigError, ModelConfig, ladder
 from ttc_jax.sharding import MeshConfig
 from ttc_jax.train.loop import TrainConfig
+from ttc_jax.revise.model import RevisionConfig
 from ttc_jax.verify.train_verifier import VerifierConfig
 
 
@@ -157,6 +158,7 @@ class ExperimentConfig:
   train_bank: TrainBankConfig = TrainBankConfig()
   prm: VerifierConfig = VerifierConfig(kind='prm')
   orm: VerifierConfig = VerifierConfig(kind='orm')
+  revisions: RevisionConfig = RevisionConfig()
   analysis: AnalysisConfig = AnalysisConfig()
   mesh: MeshConfig = MeshConfig()
 

@@ -265,6 +265,40 @@ def write_bank_scores(path, scores_PxNxS, mask_PxNxS, ids_P) -> None:
   io.write_parquet(path, table)
 
 
+# ---- revisions --------------------------------------------------------------------------------
+def _revisions_run(run: Run, stage: Stage) -> dict:
+  import pandas as pd
+  from ttc_jax.revise import infer, select
+  from ttc_jax.revise.stage import run_revisions
+  cfg = run.cfg
+  rcfg = cfg.revisions
+  task = cfg.task.build()
+  member = policy_member(cfg)
+  mcfg, params = load_member(run, member)
+  d = run.stage_dir(stage.name)
+  metrics = run_revisions(params, mcfg, task, rcfg, d, make_mesh(cfg.mesh),
+                          jax.random.key(stage_seed(cfg, stage.name)))
+  # Per-problem correctness of every (budget, ratio, rule): the analysis' strategy rows.
+  attempts = io.read_parquet(d / 'attempts.parquet')
+  scores = io.read_parquet(d / 'scores.parquet')
+  ids = [p.id for p in task.problems(rcfg.eval_split, rcfg.eval_problems)]
+  cols = {c: scores[c].to_numpy(np.float64) for c in ('aware_score', 'plain_score')
+          if c in scores}
+  arrays = select.to_arrays(attempts, ids, rcfg.max_budget, cols)
+  rules = [r for r in select.RULES if r != 'oracle' and
+           (r == 'majority' or {'hierarchical': 'aware_score',
+                                'orm_best_of_n': 'plain_score'}[r] in cols)]
+  frames = []
+  for budget in infer.budgets(rcfg.max_budget):
+    for seq, par in infer.ratios(budget):
+      for rule in rules:
+        frames.append(pd.DataFrame({
+            'problem_id': ids, 'budget': budget, 'ratio': f'{seq}:{par}', 'selection': rule,
+            'correct': select.pick_correct(arrays, rule, budget, seq)}))
+  io.write_parquet(d / 'results.parquet', pd.concat(frames, ignore_index=True))
+  return {'policy': member, **metrics}
+
+
 # ---- analysis ---------------------------------------------------------------------------------
 def _analysis_run(run: Run, stage: Stage) -> dict:
   from ttc_jax.analysis import tables
@@ -325,6 +359,10 @@ def build_stages(cfg: ExperimentConfig) -> list[Stage]:
                         lambda c, kind=kind: {kind: _asdict(getattr(c, kind)),
                                               'policy': policy_member(c)},
                         _verifier_run(kind)))
+  stages.append(Stage('revisions', (f'pretrain_{pol}',),
+                      lambda c: {'revisions': _asdict(c.revisions), 'task': _asdict(c.task),
+                                 'policy': policy_member(c), 'seed': c.seed},
+                      _revisions_run))
   stages.append(Stage('greedy', tuple(f'pretrain_{m}' for m in cfg.family.members),
                       lambda c: {'bank': _asdict(c.sample_bank), 'task': _asdict(c.task)},
                       _greedy_run))

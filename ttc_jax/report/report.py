@@ -174,8 +174,10 @@ def section_search(run: Path, summ: dict, figs: Path) -> list[str]:
   diff = _read(run / 'analysis' / 'difficulty.parquet')
   if curves is None or curves.empty:
     return ['## Search', '', 'Not run.']
-  out = ['## Search against the PRM', '']
   s = curves[curves['family'] == 'search']
+  if s.empty:
+    return ['## Search', '', 'Not run.']
+  out = ['## Search against the PRM', '']
   plt = _plt()
   fig, ax = plt.subplots(figsize=(6.5, 4))
   for name, g in s.groupby('strategy'):
@@ -188,7 +190,7 @@ def section_search(run: Path, summ: dict, figs: Path) -> list[str]:
   out += [f'![search]({_save(fig, figs / "search_methods.png")})', '']
   pivot = s.pivot_table(index='budget', columns='strategy', values='accuracy')
   out += [_table(pivot.reset_index()), '']
-  if diff is not None and strat is not None:
+  if diff is not None and strat is not None and (strat['family'] == 'search').any():
     bin_of = dict(zip(diff['problem_id'].astype(str), diff['oracle_bin']))
     t = strat[strat['family'] == 'search'].copy()
     t['bin'] = t['problem'].map(bin_of)
@@ -211,14 +213,21 @@ def section_revisions(run: Path, summ: dict, figs: Path) -> list[str]:
   if not rev:
     return ['## Revisions', '', 'Not run.']
   out = ['## Sequential revisions', '']
-  chain = rev.get('pass_at_1_by_position') or rev.get('pass@1_by_position')
+  chain = rev.get('pass_at_1_by_position')
   if chain:
     out.append('pass@1 along the chain (position 1 = first attempt): ' +
                ', '.join(_fmt(float(x)) for x in chain) + '.')
-  frac = rev.get('correct_to_incorrect_fraction')
-  if frac is not None:
-    out.append(f'Fraction of correct answers revised into incorrect ones: {_fmt(frac)} '
-               '(paper: 0.38).')
+  out.append('Of the answers that were correct and then revised, the fraction revised into '
+             f"an incorrect one: {_fmt(rev.get('correct_to_incorrect'))} (paper: 0.38); "
+             'incorrect revised into correct: '
+             f"{_fmt(rev.get('incorrect_to_correct'))}.")
+  if (rev.get('finetune') or {}).get('skipped'):
+    out.append(f"Revision model not trained: {rev['finetune']['skipped']}.")
+  best = rev.get('best_ratio') or {}
+  if best:
+    rows = [{'rule': rule, **{f'N={n}': r for n, r in per.items()}} for rule, per in best.items()]
+    out += ['', 'Best sequential:parallel ratio per budget and selection rule:', '',
+            _table(pd.DataFrame(rows))]
   out.append('')
   curves = _read(run / 'analysis' / 'curves.parquet')
   if curves is not None:

@@ -262,9 +262,13 @@ def finetune_revision_model(policy_params, policy_cfg: ModelConfig, trajectories
   tr = trajectories[trajectories['problem_id'].isin(tr_ids)]
   val = trajectories[trajectories['problem_id'].isin(val_ids)]
   if tr.empty:
-    raise ValueError('no revision trajectories to train on: the policy solved none of the '
-                     'training problems; raise revisions.train_problems or '
-                     'revisions.samples_per_problem.')
+    # Nothing to learn from (the policy solved no training problem): the chains then run the
+    # base policy itself, and the record says so, rather than failing a long run here.
+    rec = {'chosen_step': 0, 'curve': [], 'select': rcfg.select, 'patience': rcfg.patience,
+           'skipped': 'no revision trajectories: the policy solved none of the training '
+                      'problems; raise revisions.train_problems or samples_per_problem'}
+    io.write_json(curve_path, rec)
+    return policy_params, rec
   seq_len = rcfg.context_len - 1
   tr_data = encode_revision_examples(tr, prompts, tokenizer, seq_len, rcfg.max_attempts)
   tr_data = _pad_rows(tr_data, rcfg.batch_size)

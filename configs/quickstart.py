@@ -26,7 +26,7 @@ def get_config(arg=None):
 
   c.family = ml_collections.ConfigDict(dict(
       members=('xs', 's', 'm'), base_width=16, base_layers=2, growth='width', head_dim=8, vocab_size=32,
-      max_len=96, dtype='float32', param_dtype='float32', from_run=''))
+      max_len=128, dtype='float32', param_dtype='float32', from_run=''))
 
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=(600, 900, 1200) if not tiny else (20,), batch_size=128, seq_len=83, lr=3e-3,
@@ -52,6 +52,14 @@ def get_config(arg=None):
       eval_every=100 if not tiny else 3, patience=0, ece_bins=10, seed=0)
   c.prm = ml_collections.ConfigDict(dict(verifier, kind='prm'))
   c.orm = ml_collections.ConfigDict(dict(verifier, kind='orm'))
+
+  # Search (paper: budgets 1..256, 40 rounds): budgets to 16 on CPU.
+  c.search = ml_collections.ConfigDict(dict(
+      methods=('best_of_n', 'majority_vote', 'best_of_n_weighted', 'beam', 'lookahead',
+               'dvts'),
+      budgets=(1, 2, 4, 8, 16) if not tiny else (2, 4), widths=('sqrt', '4'),
+      lookahead_k=(1, 3), problems=0, max_rounds=8, max_step_tokens=11, temperature=1.0,
+      batch_problems=100 if not tiny else 8))
 
   # Revisions (paper: 64 samples per problem, N up to 256): CPU-sized here.
   c.revisions = ml_collections.ConfigDict(dict(

@@ -3,7 +3,7 @@
   ttc run CONFIG.py[:ARG] [--config.key=value ...] [--stages a,b] [--run-dir DIR]
   ttc stages RUN_DIR
   ttc report RUN_DIR
-  ttc bench train|sampling [ARGS]
+  ttc bench train|sampling|search [ARGS]
 """
 
 from __future__ import annotations
@@ -79,13 +79,15 @@ def cmd_report(argv: list[str]) -> int:
 
 
 def cmd_bench(argv: list[str]) -> int:
-  if not argv or argv[0] not in ('train', 'sampling'):
-    print('usage: ttc bench train|sampling [ARGS]', file=sys.stderr)
+  if not argv or argv[0] not in ('train', 'sampling', 'search'):
+    print('usage: ttc bench train|sampling|search [ARGS]', file=sys.stderr)
     return 2
   if argv[0] == 'train':
     from ttc_jax.train import bench
-  else:
+  elif argv[0] == 'sampling':
     from ttc_jax.sample import bench
+  else:
+    from ttc_jax.search import bench
   return bench.main(argv[1:]) or 0
 
 

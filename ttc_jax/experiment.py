@@ -131,6 +131,74 @@ class TrainBankConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """The search sweep: methods x budgets (x widths, x lookahead k) on the test problems.
+
+  methods: from best_of_n, majority_vote, best_of_n_weighted, beam, lookahead, dvts.
+  widths: beam/DVTS widths M, each an integer or 'sqrt' (the paper sweeps sqrt(N) and 4);
+    combinations with M > N or N not divisible by M are skipped.
+  lookahead_k: k values for lookahead (budgets not divisible by k + 1 are skipped).
+  problems: test problems searched (0 = the bank's). max_rounds (paper: 40) and
+  max_step_tokens bound the cache: prompt + rounds x step tokens must fit family.max_len.
+  """
+  methods: tuple[str, ...] = ('best_of_n', 'majority_vote', 'best_of_n_weighted', 'beam',
+                              'lookahead', 'dvts')
+  budgets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+  widths: tuple[str, ...] = ('sqrt', '4')
+  lookahead_k: tuple[int, ...] = (1, 3)
+  problems: int = 0
+  max_rounds: int = 40
+  max_step_tokens: int = 16
+  temperature: float = 1.0
+  batch_problems: int = 64
+
+  def validate(self, key: str = 'search') -> 'SearchConfig':
+    known = ('best_of_n', 'majority_vote', 'best_of_n_weighted', 'beam', 'lookahead', 'dvts')
+    for m in self.methods:
+      if m not in known:
+        raise ConfigError(f'{key}.methods has {m!r}; known methods: {known}.')
+    if not self.budgets or any(b < 1 for b in self.budgets):
+      raise ConfigError(f'{key}.budgets must be positive generation counts, got '
+                        f'{self.budgets}.')
+    for w in self.widths:
+      if w != 'sqrt' and not (w.isdigit() and int(w) >= 1):
+        raise ConfigError(f"{key}.widths entries must be 'sqrt' or a positive integer, got "
+                          f'{w!r}.')
+    if any(k < 0 for k in self.lookahead_k):
+      raise ConfigError(f'{key}.lookahead_k must be >= 0, got {self.lookahead_k}.')
+    for f in ('max_rounds', 'max_step_tokens', 'batch_problems'):
+      if getattr(self, f) < 1:
+        raise ConfigError(f'{key}.{f} must be positive, got {getattr(self, f)}.')
+    if self.problems < 0 or self.temperature < 0:
+      raise ConfigError(f'{key}.problems and {key}.temperature must be >= 0.')
+    return self
+
+  def grid(self) -> list[tuple[str, int, str | None, int]]:
+    """Valid (method, budget, width, k) combinations in run order. Lookahead runs at the
+    first listed width; a width equal to another at some budget ('sqrt' of 16 is 4) runs
+    once; M > N, N not divisible by M and single-subtree DVTS (M = N) are skipped."""
+    from ttc_jax.search.run import sqrt_width
+    out, seen = [], set()
+    for method in self.methods:
+      for b in self.budgets:
+        if method in ('beam', 'dvts'):
+          cands = [(w, 0, b) for w in self.widths]
+        elif method == 'lookahead':
+          cands = [(self.widths[0], k, b // (k + 1)) for k in self.lookahead_k
+                   if b % (k + 1) == 0]
+        else:
+          out.append((method, b, None, 0))
+          continue
+        for w, k, n in cands:
+          m = sqrt_width(n) if w == 'sqrt' else int(w)
+          if m > n or n % m or (method == 'dvts' and m == n) or (method, b, m, k) in seen:
+            continue
+          seen.add((method, b, m, k))
+          out.append((method, b, w, k))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
 class AnalysisConfig:
   """Difficulty bins, compute-optimal selection and the FLOPs-matched comparison.
 
@@ -158,6 +226,7 @@ class ExperimentConfig:
   train_bank: TrainBankConfig = TrainBankConfig()
   prm: VerifierConfig = VerifierConfig(kind='prm')
   orm: VerifierConfig = VerifierConfig(kind='orm')
+  search: SearchConfig = SearchConfig()
   revisions: RevisionConfig = RevisionConfig()
   analysis: AnalysisConfig = AnalysisConfig()
   mesh: MeshConfig = MeshConfig()

@@ -265,6 +265,51 @@ def write_bank_scores(path, scores_PxNxS, mask_PxNxS, ids_P) -> None:
   io.write_parquet(path, table)
 
 
+# ---- search -----------------------------------------------------------------------------------
+def _search_run(run: Run, stage: Stage) -> dict:
+  """methods x budgets x widths / k on the test problems; one Parquet part per combination
+  (a rerun skips finished parts), then one results table."""
+  import pandas as pd
+  from ttc_jax.search import PRMScorer, run_search, task_kwargs
+  from ttc_jax.search import steps as steps_lib
+  from ttc_jax.verify.train_verifier import load_verifier
+  cfg, s = run.cfg, run.cfg.search
+  task = cfg.task.build()
+  member = policy_member(cfg)
+  mcfg, params = load_member(run, member)
+  vparams, _ = load_verifier(run.stage_dir('prm'), mcfg, task.tokenizer)
+  problems = test_problems(cfg, task, s.problems or cfg.sample_bank.problems)
+  scorer = PRMScorer(vparams, mcfg, mcfg.max_len)
+  policy = steps_lib.Policy(mcfg, eos_id=task.tokenizer.eos_id,
+                            step_ids=task.tokenizer.step_ids)
+  parts = run.stage_dir(stage.name) / 'parts'
+  key = jax.random.key(stage_seed(cfg, stage.name))
+  seconds: dict = {}
+  frames = []
+  from tqdm.auto import tqdm
+  for method, budget, width, k in tqdm(s.grid(), desc='search', unit='run'):
+    name = f'{method}-N{budget}' + (f'-M{width}' if width else '') + (f'-k{k}' if k else '')
+    path = parts / f'{name}.parquet'
+    if not path.exists():
+      df = run_search(method, params, mcfg, scorer, problems, budget, key=key,
+                      width=int(width) if width and width.isdigit() else width, k=k,
+                      max_rounds=s.max_rounds, max_step_tokens=s.max_step_tokens,
+                      cache_len=mcfg.max_len, temperature=s.temperature,
+                      batch_problems=s.batch_problems, policy=policy, seconds=seconds,
+                      **task_kwargs(task))
+      io.write_parquet(path, df)
+    frames.append(io.read_parquet(path))
+  results = pd.concat(frames, ignore_index=True)
+  io.write_parquet(run.stage_dir(stage.name) / 'results.parquet', results)
+  acc = results.assign(width=results['m']).groupby(['method', 'm', 'k', 'budget'])['correct']
+  table = {f'{meth}' + (f'/M={m}' if m else '') + (f'/k={k}' if k else ''): {}
+           for (meth, m, k, _) in acc.mean().index}
+  for (meth, m, k, b), v in acc.mean().items():
+    table[f'{meth}' + (f'/M={m}' if m else '') + (f'/k={k}' if k else '')][int(b)] = float(v)
+  return {'policy': member, 'problems': len(problems), 'accuracy': table,
+          'seconds_by_phase': {k: round(v, 2) for k, v in seconds.items()}}
+
+
 # ---- revisions --------------------------------------------------------------------------------
 def _revisions_run(run: Run, stage: Stage) -> dict:
   import pandas as pd
@@ -359,6 +404,10 @@ def build_stages(cfg: ExperimentConfig) -> list[Stage]:
                         lambda c, kind=kind: {kind: _asdict(getattr(c, kind)),
                                               'policy': policy_member(c)},
                         _verifier_run(kind)))
+  stages.append(Stage('search', (f'pretrain_{pol}', 'prm'),
+                      lambda c: {'search': _asdict(c.search), 'task': _asdict(c.task),
+                                 'policy': policy_member(c), 'problems': c.sample_bank.problems,
+                                 'seed': c.seed}, _search_run))
   stages.append(Stage('revisions', (f'pretrain_{pol}',),
                       lambda c: {'revisions': _asdict(c.revisions), 'task': _asdict(c.task),
                                  'policy': policy_member(c), 'seed': c.seed},

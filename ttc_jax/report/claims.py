@@ -78,7 +78,7 @@ def evaluate(run: Path, summ: dict) -> list[dict]:
     else:
       out.append(_row(2, 'Beam search > best-of-N weighted at small budgets and on hard bins',
                       beam_s > bon_s and beam_h > bon_h,
-                      f'budgets {small}: beam {_r(beam_s)} vs BoN {_r(bon_s)}; bins '
+                      f'budgets {[int(b) for b in small]}: beam {_r(beam_s)} vs BoN {_r(bon_s)}; bins '
                       f'{n_bins - 1}-{n_bins}, all budgets: beam {_r(beam_h)} vs BoN {_r(bon_h)}'))
     bon_e, beam_e = mean_at(easy, 'best_of_n_weighted', large), mean_at(easy, 'beam', large)
     if None in (bon_e, beam_e):
@@ -86,7 +86,7 @@ def evaluate(run: Path, summ: dict) -> list[dict]:
                       'results missing'))
     else:
       out.append(_row(3, 'Best-of-N weighted >= beam at large budgets on easy bins',
-                      bon_e >= beam_e, f'budget {large[0]}, bins 1-2: BoN {_r(bon_e)} vs '
+                      bon_e >= beam_e, f'budget {int(large[0])}, bins 1-2: BoN {_r(bon_e)} vs '
                       f'beam {_r(beam_e)}'))
     look, beam = _best(s, 'lookahead'), _best(s, 'beam')
     if look is None or beam is None:
@@ -122,7 +122,7 @@ def evaluate(run: Path, summ: dict) -> list[dict]:
     held = None if None in (seq_wins, mid, rising) else (seq_wins and mid and rising)
     out.append(_row(5, 'Sequential > parallel on easy bins; an intermediate ratio is best on '
                     'harder bins; pass@1 rises along the chain', held,
-                    f'budget {b}: easy-bin accuracy by sequential length '
+                    f'budget {int(b)}: easy-bin accuracy by sequential length '
                     f'{easy.round(3).to_dict()}; harder bins {harder.round(3).to_dict()}; '
                     f'pass@1 by position {[round(float(x), 3) for x in chain or []]}'))
   else:

@@ -21,7 +21,8 @@ def test_quickstart_loads():
 
 
 def test_override_types_are_coerced():
-  cfg, _ = load(pretrain__steps='10,20,30', pretrain__lr='0.01', family__members='xs,s')
+  cfg, _ = load(pretrain__steps='10,20,30', pretrain__lr='0.01', family__members='xs,s',
+                analysis__big_member='s')
   assert cfg.pretrain.steps == (10, 20, 30) and cfg.pretrain.lr == 0.01
   assert cfg.family.members == ('xs', 's')
 
@@ -53,3 +54,19 @@ def test_wrong_type_in_file(tmp_path):
 def test_missing_file():
   with pytest.raises(ConfigError, match='does not exist'):
     configlib.load('configs/nope.py')
+
+
+@pytest.mark.parametrize('spec', ['configs/arith_study.py', 'configs/arith_study.py:runlocal'])
+def test_arith_study_config_is_valid(spec):
+  cfg, _ = configlib.load(str(Path(QUICK).parents[1] / spec))
+  models = cfg.family.models()
+  ne = [m.param_counts()['non_embedding'] for m in models]
+  assert len(models) >= (5 if ':' not in spec else 3)
+  assert 10 < ne[2] / ne[0] < 25          # the ~14x pair of the matched comparison
+  assert cfg.search.grid()                # every swept combination is valid
+
+
+def test_missing_prm_checkpoint_names_the_path(tmp_path):
+  from ttc_jax.verify.train_verifier import load_verifier
+  with pytest.raises(FileNotFoundError, match=str(tmp_path / 'nope')):
+    load_verifier(tmp_path / 'nope')

@@ -140,6 +140,8 @@ class SearchConfig:
   lookahead_k: k values for lookahead (budgets not divisible by k + 1 are skipped).
   problems: test problems searched (0 = the bank's). max_rounds (paper: 40) and
   max_step_tokens bound the cache: prompt + rounds x step tokens must fit family.max_len.
+  prm_from: search with the PRM checkpoint of another run (an ablation from checkpoints);
+  it must match this run's policy vocabulary and tokenizer.
   """
   methods: tuple[str, ...] = ('best_of_n', 'majority_vote', 'best_of_n_weighted', 'beam',
                               'lookahead', 'dvts')
@@ -151,6 +153,7 @@ class SearchConfig:
   max_step_tokens: int = 16
   temperature: float = 1.0
   batch_problems: int = 64
+  prm_from: str = ''      # a PRM workdir (e.g. runs/other/prm) instead of this run's PRM
 
   def validate(self, key: str = 'search') -> 'SearchConfig':
     known = ('best_of_n', 'majority_vote', 'best_of_n_weighted', 'beam', 'lookahead', 'dvts')

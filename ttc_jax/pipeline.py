@@ -277,7 +277,7 @@ def _search_run(run: Run, stage: Stage) -> dict:
   task = cfg.task.build()
   member = policy_member(cfg)
   mcfg, params = load_member(run, member)
-  vparams, _ = load_verifier(run.stage_dir('prm'), mcfg, task.tokenizer)
+  vparams, _ = load_verifier(s.prm_from or run.stage_dir('prm'), mcfg, task.tokenizer)
   problems = test_problems(cfg, task, s.problems or cfg.sample_bank.problems)
   scorer = PRMScorer(vparams, mcfg, mcfg.max_len)
   policy = steps_lib.Policy(mcfg, eos_id=task.tokenizer.eos_id,

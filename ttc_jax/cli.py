@@ -4,6 +4,7 @@
   ttc stages RUN_DIR
   ttc report RUN_DIR
   ttc bench train|sampling|search [ARGS]
+  ttc import-hf SRC_DIR OUT_DIR [--param-dtype D] [--dtype D] [--max-len N]
 """
 
 from __future__ import annotations
@@ -91,7 +92,35 @@ def cmd_bench(argv: list[str]) -> int:
   return bench.main(argv[1:]) or 0
 
 
-COMMANDS = {'run': cmd_run, 'stages': cmd_stages, 'report': cmd_report, 'bench': cmd_bench}
+def cmd_import_hf(argv: list[str]) -> int:
+  from ttc_jax.model.hf_import import HFImportError, import_hf
+  ap = argparse.ArgumentParser(
+      prog='ttc import-hf', description='Import a local Hugging Face checkpoint directory '
+      '(Llama-3, Qwen2/2.5, Gemma, Gemma-2; safetensors) into a train workdir that '
+      'ttc_jax.model.hf_import.load_imported and ttc_jax.train.loop.load_params read.')
+  ap.add_argument('src_dir')
+  ap.add_argument('out_dir')
+  ap.add_argument('--param-dtype', choices=('float32', 'bfloat16', 'float16'), default=None,
+                  help="stored parameter dtype (default: the checkpoint's)")
+  ap.add_argument('--dtype', choices=('float32', 'bfloat16', 'float16'), default=None,
+                  help="compute dtype recorded in the config (default: the checkpoint's)")
+  ap.add_argument('--max-len', type=int, default=None,
+                  help='KV-cache length in tokens (default: min(max_position_embeddings, 4096))')
+  args = ap.parse_args(argv)
+  try:
+    cfg = import_hf(args.src_dir, args.out_dir, param_dtype=args.param_dtype,
+                    dtype=args.dtype, max_len=args.max_len)
+  except HFImportError as e:
+    print(f'import-hf: {e}', file=sys.stderr)
+    return 1
+  counts = cfg.param_counts()
+  print(f'imported {args.src_dir} -> {args.out_dir}: {cfg.n_layers} layers, d_model '
+        f'{cfg.d_model}, {counts["total"] / 1e6:.1f}M parameters ({cfg.param_dtype})')
+  return 0
+
+
+COMMANDS = {'run': cmd_run, 'stages': cmd_stages, 'report': cmd_report, 'bench': cmd_bench,
+            'import-hf': cmd_import_hf}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,18 @@ class ModelConfig:
   norm_offset: float = 0.0             # Gemma scales by (1 + w): offset 1.0.
   scale_embeddings: bool = False       # Gemma multiplies embeddings by sqrt(d_model).
   activation: Literal['silu', 'gelu_tanh'] = 'silu'
+  # Imported-checkpoint details (defaults: off). See ttc_jax/model/hf_import.py.
+  # Llama-3 'llama3' RoPE scaling: (factor, low_freq_factor, high_freq_factor,
+  # original_max_positions); None: plain RoPE.
+  rope_scaling: tuple[float, float, float, float] | None = None
+  attn_logit_softcap: float = 0.0      # Gemma-2: cap * tanh(logits / cap); 0 = off.
+  final_logit_softcap: float = 0.0     # Gemma-2, on the output logits; 0 = off.
+  query_pre_attn_scalar: float = 0.0   # Gemma-2: scores scaled by this**-0.5; 0 = head_dim.
+  post_norms: bool = False             # Gemma-2: RMSNorm on attention and MLP outputs too.
+  # Sliding-window attention (Gemma-2, some Qwen2): on layers i with sliding_layers[i], a
+  # query at position p sees keys at positions in (p - sliding_window, p]. 0 = off.
+  sliding_window: int = 0
+  sliding_layers: tuple[bool, ...] = ()
   param_dtype: str = 'float32'
   dtype: str = 'float32'               # compute dtype (bfloat16 on accelerators)
   # Execution choices for the full (no-cache) pass; they change speed, not the function.
@@ -70,6 +82,23 @@ class ModelConfig:
                         f'{self.activation!r}.')
     if self.rope_theta <= 0 or self.norm_eps <= 0:
       raise ConfigError(f'{key}.rope_theta and {key}.norm_eps must be positive.')
+    if self.rope_scaling is not None:
+      rs = tuple(self.rope_scaling)
+      if (len(rs) != 4 or rs[0] < 1 or not 0 < rs[1] < rs[2] or rs[3] <= 0):
+        raise ConfigError(
+            f'{key}.rope_scaling must be None or (factor >= 1, low_freq_factor, '
+            f'high_freq_factor, original_max_positions) with 0 < low < high and '
+            f'original_max_positions > 0, got {self.rope_scaling!r}.')
+    for f in ('attn_logit_softcap', 'final_logit_softcap', 'query_pre_attn_scalar'):
+      if not getattr(self, f) >= 0:
+        raise ConfigError(f'{key}.{f} must be >= 0 (0 = off), got {getattr(self, f)!r}.')
+    if not isinstance(self.sliding_window, int) or self.sliding_window < 0:
+      raise ConfigError(f'{key}.sliding_window must be an integer >= 0 (0 = off), got '
+                        f'{self.sliding_window!r}.')
+    if self.sliding_window and len(self.sliding_layers) != self.n_layers:
+      raise ConfigError(f'{key}.sliding_layers must give one bool per layer ({key}.n_layers='
+                        f'{self.n_layers}) when {key}.sliding_window > 0, got '
+                        f'{len(self.sliding_layers)}.')
     if self.attention_impl not in ('xla', 'dot_product', 'cudnn'):
       raise ConfigError(f"{key}.attention_impl must be 'xla', 'dot_product' or 'cudnn', got "
                         f'{self.attention_impl!r}.')
@@ -100,7 +129,7 @@ class ModelConfig:
     if self.qkv_bias:
       attn += h * hd + 2 * kv * hd
     mlp = 3 * d * self.d_ff
-    norms = 2 * d
+    norms = (4 if self.post_norms else 2) * d
     per_layer = attn + mlp + norms
     non_emb = self.n_layers * per_layer + d  # + final norm
     emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)

@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ttc_jax.model.config import ModelConfig
 
@@ -36,10 +37,30 @@ def init_cache(cfg: ModelConfig, batch: int, length: int | None = None) -> Cache
   return {'k': jnp.zeros(shape, cfg.jnp_dtype), 'v': jnp.zeros(shape, cfg.jnp_dtype)}
 
 
-def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
-  """Rotary embedding, half-split convention (as in Llama/Qwen2/Gemma HF checkpoints)."""
+def rope_frequencies(head_dim: int, theta: float, scaling=None) -> np.ndarray:
+  """[head_dim / 2] float32 inverse frequencies (radians per position).
+
+  scaling: None, or Llama-3's (factor, low_freq_factor, high_freq_factor, original_max_pos):
+  wavelengths longer than original_max_pos / low_freq_factor are stretched by `factor`,
+  those shorter than original_max_pos / high_freq_factor are kept, and the band between
+  interpolates linearly in original_max_pos / wavelength.
+  """
+  # float64 on the host: the frequencies are constants of the compiled function.
+  inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+  if scaling is not None:
+    factor, low, high, orig = (float(v) for v in scaling)
+    ratio = orig * inv_freq / (2 * np.pi)        # original context / wavelength
+    smooth = np.clip((ratio - low) / (high - low), 0.0, 1.0)
+    inv_freq = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+  return inv_freq.astype(np.float32)
+
+
+def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float,
+         scaling=None) -> jax.Array:
+  """Rotary embedding, half-split convention (as in Llama/Qwen2/Gemma HF checkpoints).
+  `scaling`: see `rope_frequencies`."""
   h = x_BxTxNxH.shape[-1]
-  freqs = theta ** (-jnp.arange(0, h, 2, dtype=jnp.float32) / h)
+  freqs = jnp.asarray(rope_frequencies(h, theta, scaling))
   ang_BxTxH2 = positions_BxT[..., None].astype(jnp.float32) * freqs
   sin, cos = jnp.sin(ang_BxTxH2)[:, :, None, :], jnp.cos(ang_BxTxH2)[:, :, None, :]
   x1, x2 = jnp.split(x_BxTxNxH.astype(jnp.float32), 2, axis=-1)
@@ -65,11 +86,23 @@ def _dense(cfg: ModelConfig, features, name, axis=-1, bias=False):
                          kernel_init=nn.initializers.normal(0.02))
 
 
-def attend(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, visible_BxTxS):
-  """Softmax attention with grouped queries; logits and softmax in float32."""
-  scale = q_BxTxKxGxH.shape[-1] ** -0.5
+def _softcap(x, cap: float):
+  """cap * tanh(x / cap) (Gemma-2's soft-capping); identity when cap is 0."""
+  return cap * jnp.tanh(x / cap) if cap else x
+
+
+def attention_scale(cfg: ModelConfig) -> float:
+  """Multiplier of q.k: query_pre_attn_scalar**-0.5 (Gemma-2) or head_dim**-0.5."""
+  return (cfg.query_pre_attn_scalar or cfg.head_dim) ** -0.5
+
+
+def attend(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, visible_BxTxS, scale=None, softcap=0.0):
+  """Softmax attention with grouped queries; logits and softmax in float32.
+  scale: default head_dim**-0.5; softcap: Gemma-2 attention logit cap (0 = off)."""
+  scale = q_BxTxKxGxH.shape[-1] ** -0.5 if scale is None else scale
   logits = jnp.einsum('btkgh,bskh->bkgts', q_BxTxKxGxH, k_BxSxKxH,
                       preferred_element_type=jnp.float32) * scale
+  logits = _softcap(logits, softcap)
   logits = jnp.where(visible_BxTxS[:, None, None], logits, -1e30)
   probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKxH.dtype)
   return jnp.einsum('bkgts,bskh->btkgh', probs, v_BxSxKxH)
@@ -87,8 +120,17 @@ def causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, impl: str):
       implementation='cudnn' if impl == 'cudnn' else 'xla')
 
 
+def _sliding_visible(key_pos_BxS, positions_BxT, cfg: ModelConfig, sliding):
+  """[B, T, S] or True: keys inside the sliding window of each query, where layer-level
+  `sliding` (a traced bool) says the window applies; True when the model has no window."""
+  if not cfg.sliding_window:
+    return True
+  near = key_pos_BxS[:, None, :] > positions_BxT[:, :, None] - cfg.sliding_window
+  return near | jnp.logical_not(sliding)
+
+
 def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_BxT,
-                     write_B, window):
+                     write_B, window, cfg: ModelConfig):
   """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache.
 
   The whole [L, B, S, K, H] cache rides in the layer scan's carry, so the new keys and values
@@ -114,21 +156,27 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
                'v': write(cache['v'], v_BxTxKxH.astype(cache['v'].dtype))}
   keys_BxWxKxH = jax.lax.dynamic_index_in_dim(new_cache['k'], layer, 0, False)[:, :window]
   values_BxWxKxH = jax.lax.dynamic_index_in_dim(new_cache['v'], layer, 0, False)[:, :window]
-  visible_BxTxW = jnp.arange(window)[None, None, :] <= positions_BxT[:, :, None]
+  slot_pos_BxW = jnp.broadcast_to(jnp.arange(window), (b, window))
+  visible_BxTxW = slot_pos_BxW[:, None, :] <= positions_BxT[:, :, None]
+  if cfg.sliding_window:
+    sliding = jnp.asarray(cfg.sliding_layers, bool)[layer]
+    visible_BxTxW &= _sliding_visible(slot_pos_BxW, positions_BxT, cfg, sliding)
+  scale = attention_scale(cfg)
   if t == 1:
     # One query per row: multiply-and-reduce fusions read each cached slot once (a batched
     # matrix-vector product gains nothing from a GEMM and would copy the sliced operand).
-    scale = q_BxTxKxGxH.shape[-1] ** -0.5
     q_BxKxGx1xH = q_BxTxKxGxH[:, 0, :, :, None, :].astype(jnp.float32)
     k_BxKx1xWxH = keys_BxWxKxH.transpose(0, 2, 1, 3)[:, :, None].astype(jnp.float32)
     logits_BxKxGxW = jnp.sum(q_BxKxGx1xH * k_BxKx1xWxH, axis=-1) * scale
+    logits_BxKxGxW = _softcap(logits_BxKxGxW, cfg.attn_logit_softcap)
     logits_BxKxGxW = jnp.where(visible_BxTxW[:, :, None, :], logits_BxKxGxW, -1e30)
     probs_BxKxGxW = jax.nn.softmax(logits_BxKxGxW, axis=-1)
     v_BxKx1xWxH = values_BxWxKxH.transpose(0, 2, 1, 3)[:, :, None].astype(jnp.float32)
     o_BxKxGxH = jnp.sum(probs_BxKxGxW[..., None] * v_BxKx1xWxH, axis=-2)
     return o_BxKxGxH[:, None].astype(q_BxTxKxGxH.dtype), new_cache
   o = attend(q_BxTxKxGxH, keys_BxWxKxH.astype(q_BxTxKxGxH.dtype),
-             values_BxWxKxH.astype(q_BxTxKxGxH.dtype), visible_BxTxW)
+             values_BxWxKxH.astype(q_BxTxKxGxH.dtype), visible_BxTxW, scale,
+             cfg.attn_logit_softcap)
   return o, new_cache
 
 
@@ -137,12 +185,13 @@ class Block(nn.Module):
 
   With `window` set (the decode fast path, see `apply_decode`) the carry is instead
   (x, full cache, layer index) and aux is (positions, write mask); parameters are the same.
+  sliding_l: whether this layer uses cfg.sliding_window (a scanned [L] bool; None: no).
   """
   cfg: ModelConfig
   window: int | None = None
 
   @nn.compact
-  def __call__(self, carry, aux, cache_l=None):
+  def __call__(self, carry, aux, cache_l=None, sliding_l=None):
     cfg = self.cfg
     if self.window is None:
       x_BxTxD = carry
@@ -157,12 +206,13 @@ class Block(nn.Module):
     q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
     k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
     v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
-    q, k = rope(q, positions_BxT, cfg.rope_theta), rope(k, positions_BxT, cfg.rope_theta)
+    q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
+    k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
 
     if self.window is not None:
       q = q.reshape(b, t, k_heads, g, cfg.head_dim)
       o, new_cache = _windowed_attend(q, k, v, full_cache, layer, positions_BxT, write_B,
-                                      self.window)
+                                      self.window, cfg)
     elif cache_l is None:
       keys, values = k, v
       key_pos_BxS = positions_BxT
@@ -174,8 +224,10 @@ class Block(nn.Module):
       values = write(cache_l['v'], v.astype(cache_l['v'].dtype), start_B)
       new_cache = {'k': keys, 'v': values}
       key_pos_BxS = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
+    # The fused kernels know neither soft-capping nor per-layer sliding windows.
+    plain = not (cfg.attn_logit_softcap or cfg.sliding_window or cfg.query_pre_attn_scalar)
     if (self.window is None and cache_l is None and key_mask_BxS is None
-        and cfg.attention_impl != 'xla'):
+        and cfg.attention_impl != 'xla' and plain):
       # Full pass without a mask: the fused kernel's causal rule (key index <= query index)
       # equals the positions rule because positions increase along T.
       o = causal_attention(q, k, v, cfg.attention_impl)
@@ -184,16 +236,25 @@ class Block(nn.Module):
       if key_mask_BxS is not None:
         # [B, S]: which keys exist; [B, T, S]: a full visibility mask (packed sequences).
         visible &= key_mask_BxS if key_mask_BxS.ndim == 3 else key_mask_BxS[:, None, :]
+      if cfg.sliding_window:
+        visible &= _sliding_visible(key_pos_BxS, positions_BxT, cfg, sliding_l)
       q = q.reshape(b, t, k_heads, g, cfg.head_dim)
-      o = attend(q, keys.astype(q.dtype), values.astype(q.dtype), visible)
+      o = attend(q, keys.astype(q.dtype), values.astype(q.dtype), visible,
+                 attention_scale(cfg), cfg.attn_logit_softcap)
     o = o.reshape(b, t, cfg.n_heads, cfg.head_dim)
-    x_BxTxD = x_BxTxD + _dense(cfg, cfg.d_model, 'o', axis=(-2, -1))(o)
+    o = _dense(cfg, cfg.d_model, 'o', axis=(-2, -1))(o)
+    if cfg.post_norms:
+      o = RMSNorm(cfg, name='attn_post_norm')(o)
+    x_BxTxD = x_BxTxD + o
 
     h = RMSNorm(cfg, name='mlp_norm')(x_BxTxD)
     act = nn.silu if cfg.activation == 'silu' else (lambda z: nn.gelu(z, approximate=True))
     gate = _dense(cfg, cfg.d_ff, 'gate')(h)
     up = _dense(cfg, cfg.d_ff, 'up')(h)
-    x_BxTxD = x_BxTxD + _dense(cfg, cfg.d_model, 'down')(act(gate) * up)
+    m = _dense(cfg, cfg.d_model, 'down')(act(gate) * up)
+    if cfg.post_norms:
+      m = RMSNorm(cfg, name='mlp_post_norm')(m)
+    x_BxTxD = x_BxTxD + m
     if self.window is not None:
       return (x_BxTxD, new_cache, layer + 1), None
     return x_BxTxD, new_cache
@@ -217,7 +278,7 @@ class Transformer(nn.Module):
         block = nn.remat(Block, policy=policy, prevent_cse=False)
       self.layers = nn.scan(
           block, variable_axes={'params': 0}, split_rngs={'params': True},
-          in_axes=(nn.broadcast, 0), length=cfg.n_layers,
+          in_axes=(nn.broadcast, 0, 0), length=cfg.n_layers,
           unroll=cfg.scan_unroll)(cfg, name='layers')
     else:
       self.layers = nn.scan(
@@ -232,13 +293,17 @@ class Transformer(nn.Module):
     x = self.embed(tokens_BxT)
     if self.cfg.scale_embeddings:
       x = x * jnp.asarray(self.cfg.d_model ** 0.5, x.dtype)
-    x, new_cache = self.layers(x, (positions_BxT, mask_BxS), cache)
+    sliding_L = (jnp.asarray(self.cfg.sliding_layers, bool) if self.cfg.sliding_window
+                 else None)
+    x, new_cache = self.layers(x, (positions_BxT, mask_BxS), cache, sliding_L)
     return self.final_norm(x), new_cache
 
   def logits(self, h_BxTxD):
     if self.cfg.tie_embeddings:
-      return self.embed.attend(h_BxTxD).astype(jnp.float32)
-    return self.unembed(h_BxTxD).astype(jnp.float32)
+      logits = self.embed.attend(h_BxTxD).astype(jnp.float32)
+    else:
+      logits = self.unembed(h_BxTxD).astype(jnp.float32)
+    return _softcap(logits, self.cfg.final_logit_softcap)
 
   def __call__(self, tokens_BxT, positions_BxT, cache=None, mask_BxS=None):
     h, new_cache = self.features(tokens_BxT, positions_BxT, cache, mask_BxS)

@@ -21,15 +21,15 @@ def get_config(arg=None):
   c.task.kind = 'arith'
   c.task.arith = ml_collections.ConfigDict(dict(
       min_ops=1, max_ops=6, min_operand=1, max_operand=9, ops='+-*',
-      op_weights=(0.4, 0.4, 0.2), max_value=999, allow_negative=False,
+      op_weights=(0.45, 0.45, 0.1), max_value=99, allow_negative=False,
       train_size=20_000 if not tiny else 500, validation_size=200, test_size=500, seed=0))
 
   c.family = ml_collections.ConfigDict(dict(
       members=('xs', 's', 'm'), base_width=16, base_layers=2, growth='width', head_dim=8, vocab_size=32,
-      max_len=128, dtype='float32', param_dtype='float32', from_run=''))
+      max_len=256, dtype='float32', param_dtype='float32', from_run=''))
 
   c.pretrain = ml_collections.ConfigDict(dict(
-      steps=(600, 900, 1200) if not tiny else (20,), batch_size=128, seq_len=83, lr=3e-3,
+      steps=(400, 500, 500) if not tiny else (20,), batch_size=32, seq_len=255, lr=3e-3,
       warmup_steps=50, min_lr_ratio=0.1, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8,
       clip_norm=1.0, log_every=50, ckpt_every=300, max_to_keep=2, seed_offset=0,
       loss_on_prompt=False, eval_problems=200 if not tiny else 32, eval_batch=256))
@@ -58,7 +58,7 @@ def get_config(arg=None):
       methods=('best_of_n', 'majority_vote', 'best_of_n_weighted', 'beam', 'lookahead',
                'dvts'),
       budgets=(1, 2, 4, 8, 16) if not tiny else (2, 4), widths=('sqrt', '4'),
-      lookahead_k=(1, 3), problems=0, max_rounds=8, max_step_tokens=11, temperature=1.0,
+      lookahead_k=(1, 3), problems=0, max_rounds=8, max_step_tokens=9, temperature=1.0,
       batch_problems=100 if not tiny else 8, prm_from=''))
 
   # Revisions (paper: 64 samples per problem, N up to 256): CPU-sized here.

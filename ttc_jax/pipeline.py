@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from ttc_jax.experiment import ExperimentConfig, policy_member
-from ttc_jax.model import ModelConfig, init_params
+from ttc_jax.model import ConfigError, ModelConfig, init_params
 from ttc_jax.sharding import make_mesh
 from ttc_jax.study import Run, Stage
 from ttc_jax import io
@@ -112,7 +112,8 @@ def greedy_table(mcfg: ModelConfig, params, task, problems, batch_size: int) -> 
   for i in range(0, len(problems), batch_size):
     chunk = problems.take(np.arange(i, min(i + batch_size, len(problems))))
     state = sampler.start(params, chunk.prompts, chunk.lengths, jax.random.key(0),
-                          cache_len=mcfg.max_len, temperature=0.0)
+                          cache_len=min(mcfg.max_len, task.max_text_len + 1),
+                          temperature=0.0)
     state = sampler.generate(params, state)
     toks, lens, plens = jax.device_get((state.tokens_BxS, state.lengths_B,
                                         state.prompt_lengths_B))
@@ -279,7 +280,13 @@ def _search_run(run: Run, stage: Stage) -> dict:
   mcfg, params = load_member(run, member)
   vparams, _ = load_verifier(s.prm_from or run.stage_dir('prm'), mcfg, task.tokenizer)
   problems = test_problems(cfg, task, s.problems or cfg.sample_bank.problems)
-  scorer = PRMScorer(vparams, mcfg, mcfg.max_len)
+  # The cache holds the prompt plus every round's step: no longer (attention reads it all).
+  cache_len = int(problems.lengths.max()) + s.max_rounds * s.max_step_tokens
+  if cache_len > mcfg.max_len:
+    raise ConfigError(f'search: the longest prompt + search.max_rounds x '
+                      f'search.max_step_tokens = {cache_len} tokens exceeds family.max_len='
+                      f'{mcfg.max_len}; lower max_rounds / max_step_tokens or raise max_len.')
+  scorer = PRMScorer(vparams, mcfg, cache_len)
   policy = steps_lib.Policy(mcfg, eos_id=task.tokenizer.eos_id,
                             step_ids=task.tokenizer.step_ids)
   parts = run.stage_dir(stage.name) / 'parts'
@@ -294,7 +301,7 @@ def _search_run(run: Run, stage: Stage) -> dict:
       df = run_search(method, params, mcfg, scorer, problems, budget, key=key,
                       width=int(width) if width and width.isdigit() else width, k=k,
                       max_rounds=s.max_rounds, max_step_tokens=s.max_step_tokens,
-                      cache_len=mcfg.max_len, temperature=s.temperature,
+                      cache_len=cache_len, temperature=s.temperature,
                       batch_problems=s.batch_problems, policy=policy, seconds=seconds,
                       **task_kwargs(task))
       io.write_parquet(path, df)

@@ -5,11 +5,9 @@
   ttc run configs/math_study.py:gsm8k,runlocal --config.family.import_from=...
   ttc report runs/math_study
 
-Needs two hooks in ttc_jax/experiment.py / pipeline.py (see the README, "Real models"):
-task.kind 'math' | 'gsm8k' built as `math_tasks.MathTask(MathTaskConfig(**task.math),
-load_tokenizer(family.import_from))`, and `family.import_from` (a directory written by
-`ttc import-hf`) as the policy instead of the pretrained ladder. Until they land, `ttc run`
-rejects this config by key name.
+task.kind 'math' | 'gsm8k' reads the problems with the imported policy's tokenizer;
+`family.import_from` (a directory written by `ttc import-hf`) is the policy, and nothing is
+pretrained. Multi-host: `ttc run --distributed ...` on every host.
 
 Data: task.math.data_dir (default $TTC_DATA_DIR, else ../shared/data) holds
 math500_test.jsonl (and gsm8k_test.jsonl); stages that train verifiers or the revision model
@@ -39,7 +37,7 @@ def get_config(arg=None):
   # The policy: an `ttc import-hf` output directory (required). dtype: compute dtype.
   c.family = ml_collections.ConfigDict(dict(
       import_from='', members=('imported',), dtype='bfloat16' if not local else 'float32',
-      max_len=0, attention_impl='xla'))
+      max_len=0))
   c.policy = 'imported'
 
   c.sample_bank = ml_collections.ConfigDict(dict(
@@ -53,7 +51,8 @@ def get_config(arg=None):
       policy='', checkpoint='', samples_per_problem=16 if not local else 2,
       rollouts=16 if not local else 2, n_problems=0, rollout_temperature=1.0,
       rollout_rows=4096 if not local else 16, shard_problems=64, label='soft',
-      lr=3e-5, batch_size=32, steps=2000 if not local else 10, warmup_steps=100,
+      lr=3e-5, batch_size=32, steps=2000 if not local else 10,
+      warmup_steps=100 if not local else 2,
       weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0, holdout_fraction=0.1,
       eval_every=200 if not local else 5, patience=3, ece_bins=10, seed=0)
   c.prm = ml_collections.ConfigDict(dict(verifier, kind='prm'))

@@ -317,3 +317,25 @@ def test_unexpected_tensor_is_refused(tmp_path):
   with pytest.raises(hf_import.HFImportError,
                      match=r'extra\.safetensors: tensor model\.layers\.0\.mlp\.gate_proj\.bias'):
     hf_import.import_hf(src, tmp_path / 'out')
+
+
+def test_imported_policy_runs_the_study_stages_on_gsm8k(tmp_path):
+  """family.import_from + task.kind='gsm8k': the config validates against the imported model
+  and tokenizer, the family is the imported model, and the greedy stage solves problems with
+  it (a random model: the point is the plumbing, not the accuracy)."""
+  from ttc_jax import configlib, pipeline
+  src = _fake_llama(tmp_path / 'src', vocab_size=320, max_position_embeddings=1024)
+  _bpe_tokenizer(src, metaspace=False)
+  hf_import.import_hf(src, tmp_path / 'imported')
+  spec = str(Path(__file__).parents[1] / 'configs' / 'math_study.py') + ':gsm8k,runlocal'
+  overrides = {'family.import_from': str(tmp_path / 'imported'), 'task.math.n_shots': '0',
+               'task.math.max_new_tokens': '16', 'sample_bank.problems': '3',
+               'workdir': str(tmp_path / 'runs')}
+  cfg, plain = configlib.load(spec, overrides)
+  assert [m.name for m in cfg.family.models()] == ['imported']
+  run = pipeline.make_run(cfg, plain)
+  run.run(['greedy'], log=lambda *_: None)
+  greedy = run.summary()['greedy']
+  assert greedy['problems'] == 3 and set(greedy['greedy_accuracy']) == {'imported'}
+  with pytest.raises(configlib.ConfigError, match='family.members'):
+    configlib.load(spec, {**overrides, 'family.members': 'xs'})

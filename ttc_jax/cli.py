@@ -49,7 +49,13 @@ def cmd_run(argv: list[str]) -> int:
   ap.add_argument('config', help='configs/x.py[:arg]')
   ap.add_argument('--stages', default='', help='comma-separated stages (and their deps)')
   ap.add_argument('--run-dir', default=None, help='default: <workdir>/<name>')
+  ap.add_argument('--distributed', action='store_true',
+                  help='call jax.distributed.initialize() first (multi-host: a TPU pod '
+                  'slice or several GPU hosts; run the same command on every host)')
   args = ap.parse_args(rest)
+  if args.distributed:
+    import jax
+    jax.distributed.initialize()
   cfg, plain = configlib.load(args.config, overrides)
   run = pipeline.make_run(cfg, plain, args.run_dir)
   print(f'run directory: {run.dir}')

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from ttc_jax.data.arith import ArithTaskConfig
+from ttc_jax.data.math_tasks import MathTaskConfig
 from ttc_jax.model.config import LADDER_NAMES, ConfigError, ModelConfig, ladder
 from ttc_jax.sharding import MeshConfig
 from ttc_jax.train.loop import TrainConfig
@@ -15,18 +16,27 @@ from ttc_jax.verify.train_verifier import VerifierConfig
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
+  """kind: 'arith' (the embedded task, its own character tokenizer) or 'math' / 'gsm8k'
+  (MATH-500 / GSM8K with the imported policy's tokenizer; settings in `math`)."""
   kind: str = 'arith'
   arith: ArithTaskConfig = ArithTaskConfig()
+  math: MathTaskConfig = MathTaskConfig()
 
   def validate(self, key: str = 'task') -> 'TaskConfig':
-    if self.kind != 'arith':
-      raise ConfigError(f"{key}.kind must be 'arith' (the only task built in so far), "
-                        f'got {self.kind!r}.')
+    if self.kind not in ('arith', 'math', 'gsm8k'):
+      raise ConfigError(f"{key}.kind must be 'arith', 'math' or 'gsm8k', got {self.kind!r}.")
+    if self.kind != 'arith' and self.math.kind != self.kind:
+      raise ConfigError(f'{key}.math.kind={self.math.kind!r} must equal {key}.kind='
+                        f'{self.kind!r}.')
     return self
 
-  def build(self):
-    from ttc_jax.data.arith import ArithTask
-    return ArithTask(self.arith)
+  def build(self, tokenizer=None):
+    """The task object; MATH/GSM8K need the policy's tokenizer."""
+    if self.kind == 'arith':
+      from ttc_jax.data.arith import ArithTask
+      return ArithTask(self.arith)
+    from ttc_jax.data.math_tasks import MathTask
+    return MathTask(self.math, tokenizer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +46,9 @@ class FamilyConfig:
   members: which rungs to train, by name (xs, s, m, l, xl, xxl).
   from_run: a run directory whose pretrained members are used instead of training them (the
     checkpoint ablation path); empty to pretrain here.
+  import_from: a directory written by `ttc import-hf`: the family is then that one model,
+    named 'imported' (members must be ('imported',)); its config comes from the import,
+    with dtype and, when positive, max_len overriding it. Nothing is pretrained.
   """
   members: tuple[str, ...] = ('xs', 's', 'm')
   base_width: int = 32
@@ -47,8 +60,15 @@ class FamilyConfig:
   dtype: str = 'float32'
   param_dtype: str = 'float32'
   from_run: str = ''
+  import_from: str = ''
 
   def validate(self, key: str = 'family') -> 'FamilyConfig':
+    if self.import_from:
+      if tuple(self.members) != ('imported',):
+        raise ConfigError(f"{key}.members must be ('imported',) with {key}.import_from set, "
+                          f'got {self.members!r}.')
+      self.models()
+      return self
     if not self.members:
       raise ConfigError(f'{key}.members must name at least one rung of {LADDER_NAMES}.')
     for m in self.members:
@@ -67,6 +87,10 @@ class FamilyConfig:
 
   def models(self) -> tuple[ModelConfig, ...]:
     """The selected members, smallest first."""
+    if self.import_from:
+      from ttc_jax.model.hf_import import imported_config
+      over = {'dtype': self.dtype, **({'max_len': self.max_len} if self.max_len > 0 else {})}
+      return (dataclasses.replace(imported_config(self.import_from, **over), name='imported'),)
     n = max(LADDER_NAMES.index(m) for m in self.members) + 1
     rungs = ladder(self.base_width, self.base_layers, n=n, vocab_size=self.vocab_size,
                    max_len=self.max_len, head_dim=self.head_dim, growth=self.growth,
@@ -237,24 +261,32 @@ class ExperimentConfig:
   def validate(self) -> 'ExperimentConfig':
     if not self.name or '/' in self.name:
       raise ConfigError(f'name must be a non-empty folder name, got {self.name!r}.')
-    task = self.task.build()
+    task = build_task(self)
     vocab = task.tokenizer.vocab_size
-    if self.family.vocab_size != vocab:
+    if self.family.import_from:
+      model_vocab = self.family.models()[0].vocab_size
+      if model_vocab < vocab:
+        raise ConfigError(f'the imported policy ({self.family.import_from}) has vocab_size='
+                          f'{model_vocab} but its tokenizer has {vocab} ids.')
+    elif self.family.vocab_size != vocab:
       raise ConfigError(f'family.vocab_size={self.family.vocab_size} does not match the '
                         f'task tokenizer vocabulary ({vocab}); set family.vocab_size={vocab}.')
     need = task.max_text_len
-    if need > self.family.max_len:
+    max_len = self.family.models()[0].max_len
+    if need > max_len:
       raise ConfigError(f'the longest task text needs {need} tokens but family.max_len='
-                        f'{self.family.max_len}; raise family.max_len to >= {need} or shorten '
-                        'the task (task.arith.max_ops / max_value).')
-    if self.pretrain.seq_len + 1 < need:
+                        f'{max_len}; raise family.max_len to >= {need} or shorten '
+                        'the task (task.arith.max_ops / max_value, task.math.max_new_tokens).')
+    if self.family.import_from:
+      pass   # nothing is pretrained: the pretrain section is unused
+    elif self.pretrain.seq_len + 1 < need:
       raise ConfigError(f'pretrain.seq_len={self.pretrain.seq_len} cannot hold the longest '
                         f'task text ({need} tokens); set pretrain.seq_len >= {need - 1}.')
-    if self.pretrain.seq_len > self.family.max_len:
+    elif self.pretrain.seq_len > self.family.max_len:
       raise ConfigError(f'pretrain.seq_len={self.pretrain.seq_len} exceeds family.max_len='
                         f'{self.family.max_len}.')
-    for key, m in (('policy', self.policy), ('analysis.big_member', self.analysis.big_member), ('prm.policy', self.prm.policy),
-                   ('orm.policy', self.orm.policy)):
+    for key, m in (('policy', self.policy), ('analysis.big_member', self.analysis.big_member),
+                   ('prm.policy', self.prm.policy), ('orm.policy', self.orm.policy)):
       if m and m not in self.family.members:
         raise ConfigError(f'{key}={m!r} is not in family.members {self.family.members}.')
     if self.prm.kind != 'prm' or self.orm.kind != 'orm':
@@ -272,3 +304,14 @@ class ExperimentConfig:
 def policy_member(cfg: ExperimentConfig) -> str:
   """The member that spends test-time compute: config.policy, else the smallest member."""
   return cfg.policy or cfg.family.models()[0].name
+
+
+def build_task(cfg: ExperimentConfig):
+  """The task with the right tokenizer: the imported policy's for MATH/GSM8K."""
+  if cfg.task.kind == 'arith':
+    return cfg.task.build()
+  if not cfg.family.import_from:
+    raise ConfigError(f"task.kind={cfg.task.kind!r} needs family.import_from (a `ttc "
+                      "import-hf` directory): its tokenizer reads the problems.")
+  from ttc_jax.data.hf_tokenizer import load_tokenizer
+  return cfg.task.build(load_tokenizer(cfg.family.import_from))

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ttc_jax.experiment import ExperimentConfig, policy_member
+from ttc_jax.experiment import ExperimentConfig, build_task, policy_member
 from ttc_jax.model import ConfigError, ModelConfig, init_params
 from ttc_jax.sharding import make_mesh
 from ttc_jax.study import Run, Stage
@@ -37,6 +37,9 @@ def stage_seed(cfg: ExperimentConfig, stage: str) -> int:
 # ---- pretraining ----------------------------------------------------------------------------
 def _pretrain_inputs(member: str, index: int):
   def inputs(cfg: ExperimentConfig) -> dict:
+    if cfg.family.import_from:
+      return {'import_from': str(Path(cfg.family.import_from).resolve()),
+              'model': _asdict(member_configs(cfg)[member])}
     if cfg.family.from_run:
       return {'from_run': str(Path(cfg.family.from_run).resolve()), 'member': member}
     p = cfg.pretrain
@@ -58,8 +61,14 @@ def member_workdir(run: Run, member: str) -> Path:
 
 
 def load_member(run: Run, member: str):
-  """(ModelConfig, params) of a pretrained family member."""
+  """(ModelConfig, params) of a family member (pretrained here, in another run, or
+  imported from a Hugging Face checkpoint)."""
   mcfg = member_configs(run.cfg)[member]
+  if run.cfg.family.import_from:
+    from ttc_jax.model.hf_import import load_imported
+    _, params, _ = load_imported(run.cfg.family.import_from, dtype=mcfg.dtype,
+                                 max_len=mcfg.max_len)
+    return mcfg, params
   abstract = jax.eval_shape(lambda: init_params(mcfg, jax.random.key(0)))
   params, _ = train_lib.load_params(member_workdir(run, member), abstract)
   return mcfg, params
@@ -69,10 +78,14 @@ def _pretrain_run(member: str, index: int):
   def run_stage(run: Run, stage: Stage) -> dict:
     cfg = run.cfg
     mcfg = member_configs(cfg)[member]
+    if cfg.family.import_from:   # nothing to pretrain: record what was imported
+      counts = mcfg.param_counts()
+      return {'member': member, 'imported_from': cfg.family.import_from,
+              'params': counts['total'], 'non_embedding_params': counts['non_embedding']}
     if cfg.family.from_run:
       _, meta = train_lib.load_params(member_workdir(run, member))
       return {'from_run': cfg.family.from_run, **meta}
-    task = cfg.task.build()
+    task = build_task(cfg)
     p = cfg.pretrain
     problems = task.problems('train')
     data = pretrain_lib.encode_examples([q.prompt for q in problems],
@@ -141,7 +154,7 @@ def _greedy_run(run: Run, stage: Stage) -> dict:
   """Every member's greedy solution of the bank's test problems (per problem, for bins)."""
   import pandas as pd
   cfg = run.cfg
-  task = cfg.task.build()
+  task = build_task(cfg)
   problems = test_problems(cfg, task, cfg.sample_bank.problems)
   frames, out = [], {}
   for m in cfg.family.members:
@@ -179,7 +192,7 @@ def test_problems(cfg: ExperimentConfig, task, n: int = 0):
 def _bank_run(run: Run, stage: Stage) -> dict:
   from ttc_jax.sample.bank import sample_bank, write_bank
   cfg, b = run.cfg, run.cfg.sample_bank
-  task = cfg.task.build()
+  task = build_task(cfg)
   problems = test_problems(cfg, task, b.problems)
   max_new = b.max_new_tokens or task.max_text_len
   out = {'n_samples': b.n_samples, 'problems': len(problems), 'members': {}}
@@ -209,7 +222,7 @@ def _train_bank_run(run: Run, stage: Stage) -> dict:
   """K samples per training problem from the policy (what the PRM labels, the ORM learns)."""
   from ttc_jax.sample.bank import sample_bank, write_bank
   cfg, b = run.cfg, run.cfg.train_bank
-  task = cfg.task.build()
+  task = build_task(cfg)
   problems = task.problem_set('train', b.problems or None)
   member = policy_member(cfg)
   mcfg, params = load_member(run, member)
@@ -230,7 +243,7 @@ def _verifier_run(kind: str):
     cfg = run.cfg
     vcfg = getattr(cfg, kind)
     member = vcfg.policy or policy_member(cfg)
-    task = cfg.task.build()
+    task = build_task(cfg)
     mcfg, params = load_member(run, member)
     train_bank = io.read_parquet(run.stage_dir('train_bank') / 'bank.parquet')
     test_bank = io.read_parquet(bank_path(run, member))
@@ -275,7 +288,7 @@ def _search_run(run: Run, stage: Stage) -> dict:
   from ttc_jax.search import steps as steps_lib
   from ttc_jax.verify.train_verifier import load_verifier
   cfg, s = run.cfg, run.cfg.search
-  task = cfg.task.build()
+  task = build_task(cfg)
   member = policy_member(cfg)
   mcfg, params = load_member(run, member)
   vparams, _ = load_verifier(s.prm_from or run.stage_dir('prm'), mcfg, task.tokenizer)
@@ -324,7 +337,7 @@ def _revisions_run(run: Run, stage: Stage) -> dict:
   from ttc_jax.revise.stage import run_revisions
   cfg = run.cfg
   rcfg = cfg.revisions
-  task = cfg.task.build()
+  task = build_task(cfg)
   member = policy_member(cfg)
   mcfg, params = load_member(run, member)
   d = run.stage_dir(stage.name)

@@ -382,6 +382,9 @@ def import_hf(src: str | Path, out: str | Path, *, param_dtype: str | None = Non
                                           meta=ocp.args.JsonSave(meta)))
   manager.wait_until_finished()
   manager.close()
+  # The same metadata as plain JSON, so configs can be checked without restoring weights.
+  from ttc_jax import io
+  io.write_json(out / 'model.json', meta)
   (out / 'tokenizer').mkdir(parents=True, exist_ok=True)
   for name in TOKENIZER_FILES:
     if (src / name).exists():
@@ -396,6 +399,16 @@ def model_config_from_meta(meta: dict) -> ModelConfig:
     if fields.get(k) is not None:
       fields[k] = tuple(fields[k])
   return ModelConfig(**fields).validate('imported model_config')
+
+
+def imported_config(out: str | Path, **overrides) -> ModelConfig:
+  """The ModelConfig of an `import_hf` directory, read from its model.json (no weights)."""
+  path = Path(out) / 'model.json'
+  if not path.exists():
+    raise FileNotFoundError(f'{path} does not exist: family.import_from must be a directory '
+                            'written by `ttc import-hf`.')
+  meta = json.loads(path.read_text())
+  return dataclasses.replace(model_config_from_meta(meta), **overrides).validate('model')
 
 
 def load_imported(out: str | Path, **overrides) -> tuple[ModelConfig, Any, dict]:

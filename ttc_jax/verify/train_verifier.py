@@ -423,10 +423,13 @@ def step_quality(params, config: ModelConfig, heldout_labels: pd.DataFrame, held
 
 def bank_curves(scores_PxNxS, mask_PxNxS, answers_PxN, correct_PxN, budgets=None) -> dict:
   """Accuracy vs budget from a bank: pass@1, majority and, for each step aggregation
-  (last/min/prod), plain and weighted best-of-N. Means over problems, JSON-able lists."""
+  (last/min/prod), plain and weighted best-of-N. Means over problems, JSON-able lists.
+  budgets: default 1, 2, 4, ... up to the bank's N (and N)."""
   a = np.asarray(answers_PxN)
   n = a.shape[1]
-  budgets = list(range(1, n + 1)) if budgets is None else [int(b) for b in budgets]
+  if budgets is None:   # powers of two (the paper's grid) and n itself
+    budgets = sorted({1 << i for i in range(n.bit_length()) if 1 << i <= n} | {n})
+  budgets = [int(b) for b in budgets]
   curves = {'budgets': budgets}
   for how in ('pass@1', 'majority'):
     curves[how] = estimators.accuracy_curve(a, None, correct_PxN, budgets, how).mean(0).tolist()

@@ -11,7 +11,10 @@ and 3, revision ratios up to N = 256 (here 64: chains of 64 attempts of a 5-memb
 smallest model would dominate the run; raise revisions.max_budget to 256 to match).
 Five members ~4x apart in non-embedding parameters (xs is ~16x smaller than m, the
 FLOPs-matched comparison's pair). Stages resume, so the run can be split into calls that each
-end within a time limit. Expected time on one H200: not yet measured (see experiments/).
+end within a time limit. The task is harder than the quickstart's (2-10 operations, operands up to 20): in a GPU
+smoke run (experiments/gpu_smoke_2026-11-29.md) the quickstart-sized task left even the
+131K-parameter member at 97% pass@1, with no room for test-time compute to show.
+Expected time on one H200: not yet measured end to end (see experiments/).
 """
 
 import ml_collections
@@ -27,20 +30,21 @@ def get_config(arg=None):
   c.task = ml_collections.ConfigDict()
   c.task.kind = 'arith'
   c.task.arith = ml_collections.ConfigDict(dict(
-      min_ops=1, max_ops=6, min_operand=1, max_operand=9, ops='+-*',
-      op_weights=(0.4, 0.4, 0.2), max_value=999, allow_negative=False,
+      min_ops=2 if not local else 1, max_ops=10 if not local else 6, min_operand=1,
+      max_operand=20 if not local else 9, ops='+-*', op_weights=(0.4, 0.4, 0.2),
+      max_value=999, allow_negative=False,
       train_size=200_000 if not local else 5000, validation_size=500, test_size=500,
       seed=0))
 
   c.family = ml_collections.ConfigDict(dict(
       members=('xs', 's', 'm', 'l', 'xl') if not local else ('xs', 's', 'm'),
       base_width=64 if not local else 16, base_layers=2, growth='balanced', head_dim=16 if not local else 8,
-      vocab_size=32, max_len=128, dtype='bfloat16' if not local else 'float32',
+      vocab_size=32, max_len=256, dtype='bfloat16' if not local else 'float32',
       param_dtype='float32', from_run=''))
 
   c.pretrain = ml_collections.ConfigDict(dict(
-      steps=(2000, 3000, 4000, 6000, 8000) if not local else (100, 150, 200),
-      batch_size=256, seq_len=127, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
+      steps=(1500, 2000, 2500, 3000, 4000) if not local else (100, 150, 200),
+      batch_size=256, seq_len=255, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
       weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0, log_every=100,
       ckpt_every=1000, max_to_keep=2, seed_offset=0, loss_on_prompt=False,
       eval_problems=500, eval_batch=500))
@@ -68,8 +72,8 @@ def get_config(arg=None):
       methods=('best_of_n', 'majority_vote', 'best_of_n_weighted', 'beam', 'lookahead',
                'dvts'),
       budgets=(1, 2, 4, 8, 16, 32, 64, 128, 256) if not local else (1, 2, 4, 8),
-      widths=('sqrt', '4'), lookahead_k=(1, 3), problems=0, max_rounds=10,
-      max_step_tokens=11, temperature=1.0, batch_problems=500 if not local else 50,
+      widths=('sqrt', '4'), lookahead_k=(1, 3), problems=0, max_rounds=12,
+      max_step_tokens=12, temperature=1.0, batch_problems=500 if not local else 50,
       prm_from=''))
 
   c.revisions = ml_collections.ConfigDict(dict(

@@ -7,6 +7,7 @@ the pure, compiled code of the layers below.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -87,10 +88,7 @@ def _pretrain_run(member: str, index: int):
       return {'from_run': cfg.family.from_run, **meta}
     task = build_task(cfg)
     p = cfg.pretrain
-    problems = task.problems('train')
-    data = pretrain_lib.encode_examples([q.prompt for q in problems],
-                                        [q.solution for q in problems], task.tokenizer,
-                                        p.seq_len, p.loss_on_prompt)
+    data = _pretrain_data(cfg.task, p.seq_len, p.loss_on_prompt)
     seed = stage_seed(cfg, stage.name)
     batch_fn = pretrain_lib.epoch_batches(data, p.batch_size, seed)
     steps = p.steps_for(index)
@@ -135,6 +133,17 @@ def greedy_table(mcfg: ModelConfig, params, task, problems, batch_size: int) -> 
   return pd.DataFrame({'problem_id': problems.ids.astype(str), 'text': texts,
                        'correct': [task.is_correct(t, a) for t, a in zip(texts, problems.answers)],
                        'n_prompt_tokens': problems.lengths, 'n_generated_tokens': n_gen})
+
+
+@functools.lru_cache(maxsize=2)
+def _pretrain_data(task_cfg, seq_len: int, loss_on_prompt: bool) -> dict:
+  """Packed training rows of the task, built once per process: every member shares them
+  (generating and encoding 200K problems took ~15 s per member)."""
+  task = task_cfg.build()
+  problems = task.problems('train')
+  return pretrain_lib.encode_examples([q.prompt for q in problems],
+                                      [q.solution for q in problems], task.tokenizer,
+                                      seq_len, loss_on_prompt)
 
 
 def evaluate_greedy(run: Run, mcfg: ModelConfig, params, task) -> dict:

@@ -117,11 +117,13 @@ def _state_shardings(init_fn, tx, mesh, fsdp):
   return TrainState(step=replicated(mesh), params=p_sh, opt_state=opt_sh)
 
 
-def train(*, loss_fn: LossFn, init_fn: Callable[[], Any], batch_fn: Callable[[int], dict],
+def train(*, loss_fn: LossFn, init_fn: Callable[[], Any] | None, batch_fn: Callable[[int], dict],
           cfg: TrainConfig, total_steps: int, mesh, workdir: str | Path,
           tokens_per_step: int, flops_per_token: float, seed: int,
           metadata: dict | None = None, fsdp: bool = False, progress: bool = True,
-          peak_flops: float | None = None, desc: str = 'train') -> TrainResult:
+          peak_flops: float | None = None, desc: str = 'train',
+          hook: Callable[[int, Any], bool] | None = None,
+          init_params: Any = None) -> TrainResult:
   """Runs (or resumes) training to `total_steps` and returns the final parameters.
 
   loss_fn(params, batch, rng) -> (scalar loss, dict of scalar metrics); must be pure.
@@ -129,9 +131,19 @@ def train(*, loss_fn: LossFn, init_fn: Callable[[], Any], batch_fn: Callable[[in
   batch_fn(step) -> dict of numpy arrays with a leading batch axis (a pure function of step).
   tokens_per_step / flops_per_token: for throughput, MFU and the FLOPs metadata.
   workdir: checkpoints in workdir/ckpt, metrics in workdir/metrics.jsonl.
+  hook(step, params) -> stop: called after every checkpoint (every cfg.ckpt_every steps, and
+    at the end) with the parameters of that step, e.g. to evaluate on held-out data and keep
+    the best; returning True stops training there (early stopping). On resume, steps whose
+    checkpoint exists are not hooked again.
+  init_params: concrete initial parameters (e.g. a policy a verifier starts from), placed
+    with the parameter shardings; passing them instead of closing over them in init_fn keeps
+    large weights out of the compiled program as constants.
   """
   workdir = Path(workdir)
   tx = make_optimizer(cfg, total_steps)
+
+  if init_params is not None:
+    init_fn = lambda: init_params   # only its shapes are traced (eval_shape)
 
   def init_state():
     params = init_fn()
@@ -165,6 +177,10 @@ def train(*, loss_fn: LossFn, init_fn: Callable[[], Any], batch_fn: Callable[[in
     restored = manager.restore(latest, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     state = restored.state
+  elif init_params is not None:
+    params = jax.device_put(init_params, state_sh.params)
+    state = jax.jit(lambda p: TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)),
+                    out_shardings=state_sh)(params)
   else:
     state = jax.jit(init_state, out_shardings=state_sh)()
   start = int(state.step)
@@ -222,11 +238,16 @@ def train(*, loss_fn: LossFn, init_fn: Callable[[], Any], batch_fn: Callable[[in
           if bar is not None:
             bar.set_postfix(loss=f'{rec["loss"]:.3f}', tok_s=f'{rate:,.0f}')
       pending = (step, m)
+      stop = False
       if (step + 1) % cfg.ckpt_every == 0 or step + 1 == total_steps:
         check(step, m)   # never write a checkpoint of a diverged state
         save(step + 1, state)
+        # Before the next step is dispatched: that step donates (invalidates) `state`.
+        stop = bool(hook(step + 1, state.params)) if hook is not None else False
       if bar is not None:
         bar.update(1)
+      if stop:
+        break
     if pending is not None:
       prev_step, prev_m = pending
       host = check(prev_step, prev_m)

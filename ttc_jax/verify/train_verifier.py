@@ -106,10 +106,6 @@ class VerifierConfig:
     if not 0 < self.holdout_fraction < 1:
       raise ConfigError(f'{key}.holdout_fraction must lie in (0, 1), got '
                         f'{self.holdout_fraction} (paper: 0.1).')
-    if self.warmup_steps >= self.eval_every:
-      raise ConfigError(f'{key}.warmup_steps={self.warmup_steps} must be below '
-                        f'{key}.eval_every={self.eval_every}: training runs in segments of '
-                        'eval_every steps and the warmup must end inside the first one.')
     if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
       raise ConfigError(f'{key}.b1 and {key}.b2 must lie in [0, 1).')
     if self.weight_decay < 0 or self.clip_norm <= 0:
@@ -117,8 +113,9 @@ class VerifierConfig:
     return self
 
   def train_config(self, seq_len: int) -> TrainConfig:
-    """The shared loop's config: constant lr after warmup (min_lr_ratio 1), so segments of
-    any length compose into one run."""
+    """The shared loop's config: a checkpoint (and held-out evaluation) every eval_every
+    steps; constant lr after warmup (min_lr_ratio 1), so an early-stopped run is a prefix of
+    the full one."""
     return TrainConfig(steps=(self.steps,), batch_size=self.batch_size, seq_len=seq_len,
                        lr=self.lr, warmup_steps=self.warmup_steps, min_lr_ratio=1.0,
                        weight_decay=self.weight_decay, b1=self.b1, b2=self.b2,
@@ -262,41 +259,44 @@ def train_verifier(base_params, config: ModelConfig, train_ex: dict, heldout_ex:
           'non_embedding_params': config.param_counts()['non_embedding']}
   evals_path = workdir / 'evals.json'
   evals = io.read_json(evals_path, [])
-  best = min(evals, key=lambda e: e['heldout_loss']) if evals else None
-  ends = list(range(vcfg.eval_every, vcfg.steps + 1, vcfg.eval_every))
-  if not ends or ends[-1] != vcfg.steps:
-    ends.append(vcfg.steps)
   manager = _best_manager(workdir)
-  stale = 0
-  for end in ends:
-    if any(e['step'] == end for e in evals):
-      stale = 0 if best and best['step'] == end else stale + 1
-      continue
-    if vcfg.patience and stale >= vcfg.patience:
-      break
-    result = train(
-        loss_fn=lambda p, b, r: verifier_loss(p, b, r, config=config),
-        init_fn=lambda: prm.init_verifier_params(base_params, config), batch_fn=batch_fn,
-        cfg=tcfg, total_steps=end, mesh=mesh, workdir=workdir / 'train',
-        tokens_per_step=vcfg.batch_size * seq_len,
-        flops_per_token=config.train_flops_per_token(seq_len), seed=vcfg.seed, metadata=meta,
-        progress=progress, desc=f'{vcfg.kind} train')
-    loss = heldout_loss(result.params, config, heldout_ex)
+
+  def stale_after(evals) -> int:
+    """Evaluations since the best one (ties keep the earliest)."""
+    if not evals:
+      return 0
+    i_best = min(range(len(evals)), key=lambda i: (evals[i]['heldout_loss'], i))
+    return len(evals) - 1 - i_best
+
+  def hook(step: int, params) -> bool:
+    """Every eval_every steps (the loop's checkpoints): held-out loss, keep the best,
+    stop after `patience` evaluations without improvement."""
+    if any(e['step'] == step for e in evals):   # evaluated before a resume
+      return bool(vcfg.patience) and stale_after(evals) >= vcfg.patience
+    loss = heldout_loss(params, config, heldout_ex)
     if not np.isfinite(loss):
-      raise FloatingPointError(f'held-out loss is {loss} at step {end}.')
-    if best is None or loss < best['heldout_loss']:
-      best = {'step': end, 'heldout_loss': loss}
-      stale = 0
-      if end not in manager.all_steps():
-        manager.save(end, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(result.params),
-            meta=ocp.args.JsonSave({**meta, 'step': end, 'heldout_loss': loss})))
+      raise FloatingPointError(f'held-out loss is {loss} at step {step}.')
+    if not evals or loss < min(e['heldout_loss'] for e in evals):
+      if step not in manager.all_steps():
+        manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            meta=ocp.args.JsonSave({**meta, 'step': step, 'heldout_loss': loss})))
         manager.wait_until_finished()
-    else:
-      stale += 1
     # Written after the best checkpoint, so a recorded evaluation always has its checkpoint.
-    evals.append({'step': end, 'heldout_loss': loss})
+    evals.append({'step': step, 'heldout_loss': loss})
     io.write_json(evals_path, evals)
+    return bool(vcfg.patience) and stale_after(evals) >= vcfg.patience
+
+  done = (evals and (evals[-1]['step'] >= vcfg.steps or
+                     (vcfg.patience and stale_after(evals) >= vcfg.patience)))
+  if not done:
+    # One train() call (one compile); early stopping and the best checkpoint live in the hook.
+    train(loss_fn=lambda p, b, r: verifier_loss(p, b, r, config=config), init_fn=None,
+          init_params=prm.init_verifier_params(base_params, config), batch_fn=batch_fn,
+          cfg=tcfg, total_steps=vcfg.steps, mesh=mesh, workdir=workdir / 'train',
+          tokens_per_step=vcfg.batch_size * seq_len,
+          flops_per_token=config.train_flops_per_token(seq_len), seed=vcfg.seed,
+          metadata=meta, progress=progress, desc=f'{vcfg.kind} train', hook=hook)
   manager.close()
   params, saved = load_verifier(workdir)
   return VerifierTrainResult(params=params, best_step=int(saved['step']),

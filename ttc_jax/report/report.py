@@ -165,6 +165,18 @@ def section_verifiers(run: Path, summ: dict, figs: Path) -> list[str]:
                      'best-of-N (last)': c['best_of_n/last'][i]})
     out += ['Accuracy from the test bank (unbiased subsampling estimates):', '',
             _table(pd.DataFrame(rows)), '']
+    w, maj = np.asarray(c['weighted_best_of_n/last']), np.asarray(c['majority'])
+    wins = [int(n) for n, a, m in zip(b, w, maj) if a > m + 1e-9]
+    q = prm.get('heldout_quality', {})
+    if wins:
+      out += [f'PRM-weighted best-of-N (last step) beats majority voting at budgets {wins}.', '']
+    else:
+      out += ['PRM-weighted best-of-N (last step) does not beat majority voting at any '
+              f"budget on this run. The PRM ranks steps only weakly (AUROC "
+              f"{_fmt(q.get('auroc_vs_oracle'))} against the exact step oracle) and its "
+              f"training labels are mostly near zero (mean soft label "
+              f"{_fmt(prm.get('label_soft_mean'))}): with a policy this weak, rollouts "
+              'rarely reach the answer, so the labels carry little signal.', '']
   return out
 
 
@@ -274,6 +286,7 @@ def section_compute_optimal(run: Path, summ: dict, figs: Path) -> list[str]:
   ax.legend(fontsize=7)
   out += [f'![compute optimal]({_save(fig, figs / "compute_optimal.png")})', '']
   if eff is not None and len(eff):
+    eff = eff.assign(budget=eff['budget'].astype(int))
     out += ['Efficiency: the best-of-N budget that matches compute-optimal accuracy at each '
             'budget (interpolated in log budget; the paper reports ~4x).', '',
             _table(eff, ['family', 'bins', 'budget', 'opt_acc', 'bon_acc_at_budget',
@@ -311,9 +324,10 @@ def section_matched(run: Path, summ: dict, figs: Path) -> list[str]:
     for i, r in enumerate(rs):
       gr = g[g['R'] == r].set_index('bin').reindex(bins)
       val = gr['small_acc'].where(gr['in_range'], gr['small_acc_at_max_budget'])
+      beyond = not gr['in_range'].all()
       ax.bar(x + i * w, val, w, label=f'test-time, R={r}' +
-             ('' if gr['in_range'].all() else ' (hatched: max budget)'),
-             hatch=None)
+             (' (hatched: K beyond the largest budget run; shown at it)' if beyond else ''),
+             hatch='//' if beyond else None)
     big_acc = g.groupby('bin')['big_acc'].first().reindex(bins)
     ax.bar(x + len(rs) * w, big_acc, w, color='black', label=f'{big} greedy')
     ax.set_xticks(x + 0.4 - w / 2, [str(b) for b in bins])

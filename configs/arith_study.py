@@ -7,8 +7,7 @@
 
 Paper values: 500 test problems, 2048 samples per problem for difficulty, PRM labels from 16
 solutions x 16 rollouts per step, budgets 1..256, beam widths sqrt(N) and 4, lookahead k = 1
-and 3, revision ratios up to N = 256 (here 64: chains of 64 attempts of a 5-member family's
-smallest model would dominate the run; raise revisions.max_budget to 256 to match).
+and 3, revision ratios seq:par for every N = 1 .. 256.
 Five members ~4x apart in non-embedding parameters (xs is ~16x smaller than m, the
 FLOPs-matched comparison's pair). Stages resume, so the run can be split into calls that each
 end within a time limit. The task is harder than the quickstart's (2-10 operations, operands up to 20): in a GPU
@@ -47,7 +46,8 @@ def get_config(arg=None):
       batch_size=256, seq_len=255, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
       weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0, log_every=100,
       ckpt_every=1000, max_to_keep=2, seed_offset=0, loss_on_prompt=False,
-      eval_problems=500, eval_batch=500))
+      eval_problems=500, eval_batch=500,
+      peak_flops=7.9e14))   # bf16 matmul peak measured on one H200 (experiments/)
 
   c.sample_bank = ml_collections.ConfigDict(dict(
       n_samples=2048 if not local else 32, problems=500 if not local else 50,
@@ -84,7 +84,7 @@ def get_config(arg=None):
       weight_decay=0.0, eval_every=100 if not local else 5, select='after_min', patience=1,
       orm_steps=600 if not local else 10, orm_lr=1e-3, orm_batch_size=64,
       orm_sequences_per_problem=16 if not local else 2, score_batch=4096, eval_split='test',
-      eval_problems=500 if not local else 50, max_budget=64 if not local else 4,
+      eval_problems=500 if not local else 50, max_budget=256 if not local else 4,
       temperature=0.8, batch_rows=65536, decode_windows=8, seed=0))
 
   c.analysis = ml_collections.ConfigDict(dict(n_bins=5, big_member='m'))

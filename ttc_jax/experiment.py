@@ -104,6 +104,8 @@ class PretrainConfig(TrainConfig):
   loss_on_prompt: bool = False
   eval_problems: int = 200       # held-out test problems for greedy accuracy after training
   eval_batch: int = 256
+  peak_flops: float = 0.0        # the device's peak FLOP/s, for MFU in metrics (0: unknown;
+                                 # `ttc bench train` measures it)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -101,7 +101,7 @@ def _pretrain_run(member: str, index: int):
         flops_per_token=mcfg.train_flops_per_token(p.seq_len), seed=seed,
         metadata={'member': member, 'params': counts['total'],
                   'non_embedding_params': counts['non_embedding']},
-        fsdp=cfg.mesh.fsdp, desc=f'pretrain {member}')
+        fsdp=cfg.mesh.fsdp, desc=f'pretrain {member}', peak_flops=p.peak_flops or None)
     acc = evaluate_greedy(run, mcfg, result.params, task)
     final_loss = result.metrics[-1]['loss'] if result.metrics else float('nan')
     return {'member': member, 'params': counts['total'],

@@ -46,11 +46,17 @@ def strategy_table(search: pd.DataFrame | None = None,
   frames = []
   if search is not None and len(search):
     s = search
+    m = s['m'].fillna(0).astype(int)
+    k = s['k'].fillna(0).astype(int)
+    n = s['budget'].astype(int) // (k + 1)
+    # Widths that follow sqrt(N) are one strategy across budgets (the paper's M = sqrt(N)),
+    # not a different M at each budget; 4 stays 4 where both coincide (N = 16).
+    from ttc_jax.search.run import sqrt_width
+    is_sqrt = np.array([mm == sqrt_width(int(nn)) and mm != 4 for mm, nn in zip(m, n)])
+    width = np.where(is_sqrt, 'sqrtN', m.astype(str))
     name = s['method'].astype(str)
-    tree = s['m'].fillna(0).astype(int) > 0
-    name = name.where(~tree, name + '/M=' + s['m'].fillna(0).astype(int).astype(str))
-    look = s['method'] == 'lookahead'
-    name = name.where(~look, name + '/k=' + s['k'].fillna(0).astype(int).astype(str))
+    name = name.where(m <= 0, name + '/M=' + pd.Series(width, index=s.index))
+    name = name.where(s['method'] != 'lookahead', name + '/k=' + k.astype(str))
     frames.append(pd.DataFrame({'problem': s['problem_id'].astype(str),
                                 'budget': s['budget'].astype(int), 'family': 'search',
                                 'method': 'search', 'strategy': name,

@@ -245,15 +245,22 @@ def section_revisions(run: Path, summ: dict, figs: Path) -> list[str]:
   if curves is not None:
     r = curves[curves['family'] == 'revisions']
     if len(r):
+      # The paper's view: accuracy against the sequential share of a budget, a line per
+      # budget, one panel per selection rule.
+      r = r.assign(seq=r['strategy'].str.split(':').str[0].astype(int),
+                   rule=r['strategy'].str.split('/').str[1])
+      rules = sorted(r['rule'].unique())
       plt = _plt()
-      fig, ax = plt.subplots(figsize=(6.5, 4))
-      for name, g in r.groupby('strategy'):
-        g = g.sort_values('budget')
-        ax.plot(g['budget'], g['accuracy'], marker='o', ms=3, label=name)
-      _budget_axis(ax)
-      ax.set_ylabel('test accuracy (fraction)')
-      ax.set_title('Revisions: sequential:parallel ratio and selection rule')
-      ax.legend(fontsize=6, ncol=2)
+      fig, axes = plt.subplots(1, len(rules), figsize=(4.2 * len(rules), 3.6), squeeze=False)
+      for ax, rule in zip(axes[0], rules):
+        for budget, g in r[r['rule'] == rule].groupby('budget'):
+          g = g.sort_values('seq')
+          ax.plot(g['seq'], g['accuracy'], marker='o', ms=3, label=f'N={budget}')
+        ax.set_xscale('log', base=2)
+        ax.set_xlabel('sequential revisions per chain (N / chains, log scale)')
+        ax.set_ylabel('test accuracy (fraction)')
+        ax.set_title(f'selection: {rule}', fontsize=10)
+        ax.legend(fontsize=7)
       out += [f'![revisions]({_save(fig, figs / "revision_ratios.png")})', '']
   return out
 

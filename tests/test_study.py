@@ -67,3 +67,19 @@ def test_only_runs_requested_stage_and_its_deps(tmp_path):
   assert calls == ['first', 'second']
   with pytest.raises(ValueError, match="unknown stage 'nope'"):
     make(tmp_path, Cfg(), calls).run(['nope'], log=lambda *_: None)
+
+
+def test_speed_and_logging_knobs_do_not_rerun_pretraining(tmp_path):
+  from pathlib import Path
+  from ttc_jax import configlib, pipeline
+  spec = str(Path(__file__).parents[1] / 'configs' / 'quickstart.py') + ':tiny'
+
+  def fingerprints(**overrides):
+    cfg, plain = configlib.load(spec, {'workdir': str(tmp_path), **overrides})
+    run = pipeline.make_run(cfg, plain)
+    return {n: run.fingerprint(n) for n in run.order()}
+
+  base = fingerprints()
+  assert fingerprints(**{'pretrain.peak_flops': '1e12', 'pretrain.log_every': '7'}) == base
+  changed = fingerprints(**{'pretrain.lr': '0.02'})
+  assert all(changed[n] != base[n] for n in ('pretrain_xs', 'family', 'prm', 'report'))

@@ -26,6 +26,16 @@ def _asdict(x):
   return dataclasses.asdict(x)
 
 
+# Knobs that change speed or logging but not what a stage produces: kept out of stage
+# fingerprints, so switching attention kernels or logging cadence reruns nothing.
+_NOT_OUTPUTS = {'attention_impl', 'remat', 'scan_unroll', 'log_every', 'peak_flops',
+                'eval_batch', 'name'}
+
+
+def _outputs_only(d: dict) -> dict:
+  return {k: v for k, v in d.items() if k not in _NOT_OUTPUTS}
+
+
 def member_configs(cfg: ExperimentConfig) -> dict[str, ModelConfig]:
   return {m.name: m for m in cfg.family.models()}
 
@@ -44,8 +54,10 @@ def _pretrain_inputs(member: str, index: int):
     if cfg.family.from_run:
       return {'from_run': str(Path(cfg.family.from_run).resolve()), 'member': member}
     p = cfg.pretrain
-    return {'model': _asdict(member_configs(cfg)[member]), 'task': _asdict(cfg.task),
-            'pretrain': {**_asdict(p), 'steps': p.steps_for(index)}, 'seed': cfg.seed}
+    return {'model': _outputs_only(_asdict(member_configs(cfg)[member])),
+            'task': _asdict(cfg.task),
+            'pretrain': _outputs_only({**_asdict(p), 'steps': p.steps_for(index)}),
+            'seed': cfg.seed}
   return inputs
 
 

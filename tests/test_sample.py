@@ -253,3 +253,16 @@ def test_sample_bank_roundtrip(params, tmp_path):
   back = io.read_parquet(tmp_path / 'bank.parquet')
   assert list(back.columns) == list(df.columns)
   assert [list(t) for t in back.tokens] == list(df.tokens)
+
+
+def test_row_keys_make_a_row_independent_of_its_batch(params, sampler):
+  """With per-row keys, a row samples the same tokens alone or beside other rows."""
+  keys = jax.random.split(jax.random.key(7), len(LENGTHS))
+  together = sampler.start(params, PROMPTS, LENGTHS, jax.random.key(0), n_samples=1,
+                           cache_len=40, temperature=1.0, max_new_tokens=12)
+  together = jax.device_get(sampler.generate(params, together, row_keys=keys))
+  for r in range(len(LENGTHS)):
+    alone = sampler.start(params, PROMPTS[r:r + 1], LENGTHS[r:r + 1], jax.random.key(3),
+                          n_samples=1, cache_len=40, temperature=1.0, max_new_tokens=12)
+    alone = jax.device_get(sampler.generate(params, alone, row_keys=keys[r:r + 1]))
+    np.testing.assert_array_equal(alone.tokens_BxS[0], together.tokens_BxS[r])

@@ -114,11 +114,16 @@ def state_shardings(state: DecodeState, mesh: Mesh) -> DecodeState:
 
 # ---- sampling --------------------------------------------------------------------------------
 def sample_tokens(logits_BxV, temperature_B, top_p_B, key, counter, *, top_k: int = 0,
-                  use_top_p: bool = False):
+                  use_top_p: bool = False, row_keys_B=None, positions_B=None):
   """One token per row: greedy where temperature is 0, else softmax(logits / T) restricted to
   the top-k (static k; 0 = off) and the top-p nucleus (only when `use_top_p`, a static flag,
-  so the sort is not paid when no row uses it). Each row draws its Gumbel noise from
-  fold_in(fold_in(key, counter), row), independent of the batch's sharding."""
+  so the sort is not paid when no row uses it).
+
+  Gumbel noise: by default row b draws from fold_in(fold_in(key, counter), b), independent of
+  the batch's sharding. With `row_keys_B` (typed keys [B]) row b draws from
+  fold_in(row_keys_B[b], positions_B[b]) instead: the row's own stream, the same whatever
+  else shares its batch (search keys rows by problem, round and slot).
+  """
   b, v = logits_BxV.shape
   logits_BxV = logits_BxV.astype(jnp.float32)
   greedy_B = jnp.argmax(logits_BxV, axis=-1)
@@ -133,9 +138,13 @@ def sample_tokens(logits_BxV, temperature_B, top_p_B, key, counter, *, top_k: in
     keep_BxV = (jnp.cumsum(probs_BxV, axis=-1) - probs_BxV) < top_p_B[:, None]
     min_kept_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
     scaled_BxV = jnp.where(scaled_BxV < min_kept_Bx1, -jnp.inf, scaled_BxV)
-  step_key = jax.random.fold_in(key, counter)
-  gumbel_BxV = jax.vmap(lambda r: jax.random.gumbel(jax.random.fold_in(step_key, r), (v,)))(
-      jnp.arange(b))
+  if row_keys_B is None:
+    step_key = jax.random.fold_in(key, counter)
+    gumbel_BxV = jax.vmap(lambda r: jax.random.gumbel(jax.random.fold_in(step_key, r), (v,)))(
+        jnp.arange(b))
+  else:
+    gumbel_BxV = jax.vmap(lambda k, t: jax.random.gumbel(jax.random.fold_in(k, t), (v,)))(
+        row_keys_B, positions_B)
   sampled_B = jnp.argmax(scaled_BxV + gumbel_BxV, axis=-1)
   return jnp.where(temperature_B > 0, sampled_B, greedy_B).astype(jnp.int32)
 
@@ -176,7 +185,7 @@ def _windows(cache_len: int, n_windows: int) -> list[int]:
   return sorted({min(w, cache_len) for w in range(chunk, cache_len + chunk, chunk)})
 
 
-def _decode(params, state: DecodeState, *, config: ModelConfig, eos_id: int,
+def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig, eos_id: int,
             step_ids: tuple[int, ...], top_k: int, use_top_p: bool, one_step: bool,
             n_windows: int) -> DecodeState:
   """Advance rows until each is done (or, with one_step, has ended one reasoning step).
@@ -209,8 +218,10 @@ def _decode(params, state: DecodeState, *, config: ModelConfig, eos_id: int,
     feed_pos_B = jnp.where(act_B, pos_B, jnp.minimum(pos_B, window - 1))
     logits_Bx1xV, cache = transformer.apply_decode(
         params, pending_B, feed_pos_B[:, None], st.cache, act_B, config=config, window=window)
+    # Per-row streams are keyed by the position being written (the row's length).
     new_B = sample_tokens(logits_Bx1xV[:, 0], st.temperature_B, st.top_p_B, st.key,
-                          st.counter, top_k=top_k, use_top_p=use_top_p)
+                          st.counter, top_k=top_k, use_top_p=use_top_p,
+                          row_keys_B=row_keys_B, positions_B=st.lengths_B)
     at_new_BxS = (slots_S[None, :] == st.lengths_B[:, None]) & act_B[:, None]
     lengths_B = st.lengths_B + act_B
     n_gen_B = lengths_B - st.prompt_lengths_B
@@ -303,12 +314,15 @@ class Sampler:
     self._jits: dict[Any, Any] = {}
 
   # Compiled functions are built lazily: with a mesh, their shardings need the params' tree.
+  # Decoding donates its state unless `name` says 'keep' (search rollouts read a state they
+  # must not consume); per-row keys, when given, are sharded like the rows.
   def _jit(self, name, fn, params, state_like=None, **static):
     key = (name, tuple(sorted(static.items())))
     if key not in self._jits:
       fn = functools.partial(fn, config=self.config, **static)
+      donate = (1,) if name.startswith('decode') and 'keep' not in name else ()
       if self.mesh is None:
-        self._jits[key] = jax.jit(fn, donate_argnums=(1,) if name != 'start' else ())
+        self._jits[key] = jax.jit(fn, donate_argnums=donate)
       else:
         ps = param_shardings(params, self.mesh)
         if name == 'start':
@@ -316,8 +330,9 @@ class Sampler:
           self._jits[key] = jax.jit(fn, in_shardings=(ps,) + (None,) * 8, out_shardings=out)
         else:
           ss = state_shardings(state_like, self.mesh)
-          self._jits[key] = jax.jit(fn, in_shardings=(ps, ss), out_shardings=ss,
-                                    donate_argnums=(1,))
+          rows = NamedSharding(self.mesh, P('data')) if 'rowkeys' in name else None
+          self._jits[key] = jax.jit(fn, in_shardings=(ps, ss, rows), out_shardings=ss,
+                                    donate_argnums=donate)
     return self._jits[key]
 
   def compile_count(self) -> int:
@@ -391,23 +406,31 @@ class Sampler:
                    cache_len=cache_len)
     return fn(params, *args)
 
-  def _run(self, params, state: DecodeState, one_step: bool) -> DecodeState:
+  def _run(self, params, state: DecodeState, one_step: bool, row_keys=None,
+           donate: bool = True) -> DecodeState:
     # The top-p sort is compiled in only when some row asks for it (a static flag read from
     # B floats on the host; sweeping p values themselves never recompiles).
     use_top_p = bool(np.any(np.asarray(state.top_p_B) < 1))
-    fn = self._jit('decode', _decode, params, state if self.mesh is not None else None,
+    name = 'decode' + ('' if donate else '_keep') + ('' if row_keys is None else '_rowkeys')
+    fn = self._jit(name, _decode, params, state if self.mesh is not None else None,
                    eos_id=int(self.eos_id), step_ids=self.step_ids, top_k=int(self.top_k),
                    use_top_p=use_top_p, one_step=one_step, n_windows=int(self.n_windows))
-    return fn(params, state)
+    return fn(params, state, row_keys)
 
-  def generate(self, params, state: DecodeState) -> DecodeState:
-    """Decode every row to its end (EOS, token cap, step cap or a full buffer). Donates
-    `state`."""
-    return self._run(params, state, one_step=False)
+  def generate(self, params, state: DecodeState, row_keys=None,
+               donate: bool = True) -> DecodeState:
+    """Decode every row to its end (EOS, token cap, step cap or a full buffer).
 
-  def extend_one_step(self, params, state: DecodeState) -> DecodeState:
+    row_keys: optional typed PRNG keys [B]; row b then samples the token at position t from
+      fold_in(row_keys[b], t), independent of the rest of the batch (see `sample_tokens`).
+    donate: False keeps `state` usable (the result gets new buffers).
+    """
+    return self._run(params, state, False, row_keys, donate)
+
+  def extend_one_step(self, params, state: DecodeState, row_keys=None,
+                      donate: bool = True) -> DecodeState:
     """Advance every unfinished row by exactly one reasoning step: it stops after a step
     delimiter, EOS, the per-step token cap or the solution cap (rows that finish early wait
     for the others). step_end_BxS marks where the step ended; done_B says whether the
-    solution is over. Donates `state`."""
-    return self._run(params, state, one_step=True)
+    solution is over. row_keys / donate as in `generate`."""
+    return self._run(params, state, True, row_keys, donate)

@@ -51,7 +51,7 @@ def get_config(arg=None):
       policy='', checkpoint='', samples_per_problem=8 if not tiny else 2,
       rollouts=8 if not tiny else 2, n_problems=0, rollout_temperature=1.0,
       rollout_rows=2048, shard_problems=100, label='soft', lr=1e-3,
-      batch_size=128 if not tiny else 16, steps=300 if not tiny else 6, warmup_steps=20 if not tiny else 1,
+      batch_size=64 if not tiny else 16, steps=200 if not tiny else 6, warmup_steps=20 if not tiny else 1,
       weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0, holdout_fraction=0.1,
       eval_every=100 if not tiny else 3, patience=0, ece_bins=10, seed=0)
   c.prm = ml_collections.ConfigDict(dict(verifier, kind='prm'))
@@ -69,10 +69,10 @@ def get_config(arg=None):
   c.revisions = ml_collections.ConfigDict(dict(
       train_problems=256 if not tiny else 16, samples_per_problem=16 if not tiny else 4,
       sample_temperature=1.0, sample_batch=4096, max_incorrect=4, val_fraction=0.1,
-      max_attempts=4, context_len=384, max_new_tokens=0, steps=300 if not tiny else 4,
+      max_attempts=4, context_len=384, max_new_tokens=0, steps=200 if not tiny else 4,
       batch_size=32 if not tiny else 8, lr=1e-3, warmup_steps=20 if not tiny else 1,
       min_lr_ratio=1.0, weight_decay=0.0, eval_every=100 if not tiny else 2,
-      select='after_min', patience=1, orm_steps=150 if not tiny else 2, orm_lr=1e-3,
+      select='after_min', patience=1, orm_steps=100 if not tiny else 2, orm_lr=1e-3,
       orm_batch_size=32 if not tiny else 8, orm_sequences_per_problem=8 if not tiny else 2,
       score_batch=256, eval_split='test', eval_problems=100 if not tiny else 8,
       max_budget=8 if not tiny else 4, temperature=0.8, batch_rows=2048, decode_windows=4,

@@ -21,61 +21,11 @@ import seqio
 import tensorflow as tf
 
 from ttc_jax.data import math_tasks, tfds_math
+from ttc_jax.data.seqio_vocab import TokenizerVocabulary
 
 
-class HFVocabulary(seqio.Vocabulary):
-  """A `Tokenizer` (e.g. `hf_tokenizer.HFTokenizer`) as a seqio Vocabulary: same ids.
-
-  The graph-mode encoder calls the Python tokenizer through tf.py_function (the `tokenizers`
-  library has no TensorFlow ops); fine for evaluation-sized datasets.
-  """
-
-  def __init__(self, tokenizer):
-    self._tok = tokenizer
-    super().__init__(extra_ids=0)
-
-  @property
-  def eos_id(self) -> int:
-    return self._tok.eos_id
-
-  @property
-  def bos_id(self) -> int:
-    return self._tok.bos_id
-
-  @property
-  def pad_id(self) -> int:
-    return self._tok.pad_id
-
-  @property
-  def unk_id(self) -> None:
-    return None
-
-  @property
-  def _base_vocab_size(self) -> int:
-    return self._tok.vocab_size
-
-  def _encode(self, s: str) -> Sequence[int]:
-    return self._tok.encode(s)
-
-  def _decode(self, ids) -> str:
-    return self._tok.decode(ids)
-
-  def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
-    ids = tf.py_function(lambda x: np.asarray(self._tok.encode(x.numpy().decode()), np.int32),
-                         [s], tf.int32)
-    ids.set_shape([None])
-    return ids
-
-  def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
-    text = tf.py_function(lambda x: self._tok.decode(x.numpy().tolist()), [ids], tf.string)
-    text.set_shape([])
-    return text
-
-  def __eq__(self, other) -> bool:
-    return isinstance(other, HFVocabulary) and other._tok is self._tok
-
-  def __hash__(self) -> int:
-    return id(self._tok)
+# Kept under its old name: the MATH/GSM8K tasks use the policy's Hugging Face tokenizer.
+HFVocabulary = TokenizerVocabulary
 
 
 def _dataset_fn(split: str, shuffle_files: bool, seed: int | None = None, *, kind, manual_dir,

@@ -22,15 +22,16 @@ import seqio
 import tensorflow as tf
 
 from ttc_jax.data import arith, tfds_arith
+from ttc_jax.data.seqio_vocab import TokenizerVocabulary
 from ttc_jax.data.tokenizer import CharTokenizer
 
 
-class CharVocabulary(seqio.Vocabulary):
-  """`CharTokenizer` as a seqio Vocabulary (same ids: <pad>=0, <bos>=1, <eos>=2, then chars)."""
+class CharVocabulary(TokenizerVocabulary):
+  """`CharTokenizer` as a seqio Vocabulary (same ids: <pad>=0, <bos>=1, <eos>=2, then chars),
+  with graph-mode encoding by a byte table instead of tf.py_function."""
 
   def __init__(self, tokenizer: CharTokenizer | None = None):
-    self._tok = tokenizer or CharTokenizer()
-    super().__init__(extra_ids=0)
+    super().__init__(tokenizer or CharTokenizer())
     # Byte -> id table for the graph-mode encoder; -1 marks characters outside the alphabet.
     table = np.full(256, -1, np.int32)
     for b in range(128):
@@ -42,28 +43,6 @@ class CharVocabulary(seqio.Vocabulary):
     # Specials and unused ids decode to '' (pad is dropped; eos is cut by seqio first).
     self._id_to_char = [self._tok.decode([i]) if i != self._tok.eos_id else ''
                         for i in range(self._tok.vocab_size)]
-
-  @property
-  def eos_id(self) -> int:
-    return self._tok.eos_id
-
-  @property
-  def bos_id(self) -> int:
-    return self._tok.bos_id
-
-  @property
-  def unk_id(self) -> None:
-    return None
-
-  @property
-  def _base_vocab_size(self) -> int:
-    return self._tok.vocab_size
-
-  def _encode(self, s: str) -> Sequence[int]:
-    return self._tok.encode(s)
-
-  def _decode(self, ids) -> str:
-    return self._tok.decode(ids)
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
     # The alphabet is ASCII, so bytes are characters; unknown bytes raise like `encode`.

@@ -66,12 +66,7 @@ def check_tree_settings(method: str, n: int, m: int, k: int, max_rounds: int,
   if n % m:
     raise ValueError(f'{method}: N={n} beams is not divisible by width M={m} (N/M prefixes '
                      f'are kept and each is expanded M times); pick M dividing N.')
-  need = max_rounds * max_step_tokens + longest_prompt
-  if need > cache_len:
-    raise ValueError(
-        f'{method}: max_rounds={max_rounds} x max_step_tokens={max_step_tokens} + the longest '
-        f'prompt ({longest_prompt} tokens) = {need} tokens exceeds cache_len={cache_len}; '
-        f'raise cache_len or lower max_rounds / max_step_tokens.')
+  steps_lib.check_cache_fits(method, max_rounds, max_step_tokens, longest_prompt, cache_len)
 
 
 # ---- selection (compiled) ---------------------------------------------------------------------

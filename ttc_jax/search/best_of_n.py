@@ -34,12 +34,7 @@ def check_bon_settings(method: str, n: int, max_rounds: int, max_step_tokens: in
                   ('max_step_tokens', max_step_tokens)):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
       raise ValueError(f'{method}: {name} must be an integer >= 1, got {v!r}.')
-  need = max_rounds * max_step_tokens + longest_prompt
-  if need > cache_len:
-    raise ValueError(
-        f'{method}: max_rounds={max_rounds} x max_step_tokens={max_step_tokens} + the longest '
-        f'prompt ({longest_prompt} tokens) = {need} tokens exceeds cache_len={cache_len}; '
-        f'raise cache_len or lower max_rounds / max_step_tokens.')
+  steps_lib.check_cache_fits(method, max_rounds, max_step_tokens, longest_prompt, cache_len)
 
 
 def sample_and_score(policy: steps_lib.Policy, params, scorer: StepScorer | None,

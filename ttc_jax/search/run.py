@@ -105,12 +105,7 @@ def run_search(method: str, params, cfg: ModelConfig, scorer: StepScorer | None,
   if not isinstance(batch_problems, (int, np.integer)) or batch_problems < 1:
     raise ValueError(f'batch_problems must be a positive integer, got {batch_problems!r}.')
   longest = int(np.max(problems.lengths))
-  need = max_rounds * max_step_tokens + longest
-  if need > cache_len:
-    raise ValueError(
-        f'{method}: max_rounds={max_rounds} x max_step_tokens={max_step_tokens} + the longest '
-        f'prompt ({longest} tokens) = {need} tokens exceeds cache_len={cache_len}; raise '
-        f'cache_len or lower max_rounds / max_step_tokens.')
+  steps_lib.check_cache_fits(method, max_rounds, max_step_tokens, longest, cache_len)
   if cache_len > cfg.max_len:
     raise ValueError(f'cache_len={cache_len} exceeds the policy max_len={cfg.max_len}.')
   policy = policy or steps_lib.Policy(cfg, eos_id=tokenizer.eos_id, step_ids=tokenizer.step_ids)

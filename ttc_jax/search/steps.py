@@ -118,6 +118,18 @@ class Policy:
     return reorder(state, index_B)
 
 
+def check_cache_fits(method: str, max_rounds: int, max_step_tokens: int,
+                     longest_prompt: int, cache_len: int) -> None:
+  """ValueError naming the settings when the longest prompt plus max_rounds steps of
+  max_step_tokens tokens cannot fit the cache (checked before any compute)."""
+  need = max_rounds * max_step_tokens + longest_prompt
+  if need > cache_len:
+    raise ValueError(
+        f'{method}: max_rounds={max_rounds} x max_step_tokens={max_step_tokens} + the longest '
+        f'prompt ({longest_prompt} tokens) = {need} tokens exceeds cache_len={cache_len}; '
+        f'raise cache_len or lower max_rounds / max_step_tokens.')
+
+
 # ---- token counts -------------------------------------------------------------------------------
 def span_counts(start_B, end_B) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Per-row counts of a decode span from length start_B to end_B (host numpy, int64/float64).

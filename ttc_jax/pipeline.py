@@ -259,8 +259,7 @@ def _train_bank_run(run: Run, stage: Stage) -> dict:
 
 def _verifier_run(kind: str):
   def run_stage(run: Run, stage: Stage) -> dict:
-    from ttc_jax.verify import prm as prm_lib
-    from ttc_jax.verify.train_verifier import load_verifier, run_prm_pipeline
+    from ttc_jax.verify.train_verifier import run_prm_pipeline
     cfg = run.cfg
     vcfg = getattr(cfg, kind)
     member = vcfg.policy or policy_member(cfg)
@@ -277,27 +276,9 @@ def _verifier_run(kind: str):
         max_new_tokens=task.max_text_len,
         policy_checkpoint=str(member_workdir(run, member)), eval_bank_df=test_bank,
         eval_problems=test)
-    # Step scores of every test-bank sample: the input of predicted difficulty, bank
-    # best-of-N and the report.
-    vparams, _ = load_verifier(workdir, mcfg, task.tokenizer)
-    scores, mask, ids = prm_lib.score_bank(vparams, mcfg, test_bank, test,
-                                           pad_id=task.tokenizer.pad_id)
-    write_bank_scores(workdir / 'bank_scores.parquet', scores, mask, ids)
+    # run_prm_pipeline wrote the test bank's step scores (predicted difficulty, the report).
     return {**summary, 'bank_scores': str((workdir / 'bank_scores.parquet').relative_to(run.dir))}
   return run_stage
-
-
-def write_bank_scores(path, scores_PxNxS, mask_PxNxS, ids_P) -> None:
-  """One row per bank sample: its step scores and their last / min / prod aggregates."""
-  from ttc_jax.verify.aggregate import aggregate_steps
-  p, n, _ = scores_PxNxS.shape
-  table = {'problem_id': np.repeat(np.asarray(ids_P).astype(str), n),
-           'sample_index': np.tile(np.arange(n, dtype=np.int32), p)}
-  for how in ('last', 'min', 'prod'):
-    table[how] = aggregate_steps(scores_PxNxS, mask_PxNxS, how).reshape(-1).astype(np.float32)
-  flat_s, flat_m = scores_PxNxS.reshape(p * n, -1), mask_PxNxS.reshape(p * n, -1)
-  table['step_scores'] = [s[m].astype(np.float32).tolist() for s, m in zip(flat_s, flat_m)]
-  io.write_parquet(path, table)
 
 
 # ---- search -----------------------------------------------------------------------------------

@@ -5,13 +5,15 @@
     workdir/train/      the shared loop's checkpoints and metrics.jsonl
     workdir/best/       the best held-out checkpoint: items 'params' and 'meta' (orbax)
     workdir/evals.json  held-out loss per evaluation [{step, heldout_loss}]
+    workdir/bank_scores.parquet    step scores (and last/min/prod) of every evaluation-bank sample
     workdir/verifier_summary.json  the returned metrics
 
-Early stopping: training runs in segments of `eval_every` steps (each a call of the shared
-loop, which resumes from its own checkpoint); after each segment the held-out loss (soft BCE on
-the 10% of training *problems* held out) is recorded, and the parameters are saved to best/
-when they improve on every earlier evaluation. A rerun skips evaluated segments. The learning
-rate is constant after warmup so the segments add up to exactly one uninterrupted run.
+Early stopping: one call of the shared loop, whose checkpoint hook runs every `eval_every`
+steps; there the held-out loss (soft BCE on the 10% of training *problems* held out) is
+recorded, and the parameters are saved to best/
+when they improve on every earlier evaluation. A rerun resumes from the loop's last
+checkpoint and does not evaluate a step twice; `patience` evaluations without improvement
+stop training.
 """
 
 from __future__ import annotations
@@ -540,6 +542,7 @@ def run_prm_pipeline(policy_params, policy_cfg: ModelConfig, task, bank_df: pd.D
   eval_problems = eval_problems if eval_problems is not None else task.problem_set('test')
   scores, mask, ids = prm.score_bank(result.params, policy_cfg, eval_bank_df, eval_problems,
                                      pad_id=tok.pad_id)
+  write_bank_scores(workdir / 'bank_scores.parquet', scores, mask, ids)
   answers, correct = bank_arrays(eval_bank_df, list(ids))
   if vcfg.kind == 'orm':
     # An ORM has one meaningful score, at the final token: every step aggregation reads it.
@@ -556,6 +559,19 @@ def run_prm_pipeline(policy_params, policy_cfg: ModelConfig, task, bank_df: pd.D
   summary = _finite_or_none(json.loads(json.dumps(summary, default=io._jsonable)))
   io.write_json(workdir / 'verifier_summary.json', summary)
   return summary
+
+
+def write_bank_scores(path, scores_PxNxS, mask_PxNxS, ids_P) -> None:
+  """One row per bank sample: its step scores and their last / min / prod aggregates."""
+  p, n, _ = scores_PxNxS.shape
+  table = {'problem_id': np.repeat(np.asarray(ids_P).astype(str), n),
+           'sample_index': np.tile(np.arange(n, dtype=np.int32), p)}
+  for how in ('last', 'min', 'prod'):
+    table[how] = (aggregate.aggregate_steps(scores_PxNxS, mask_PxNxS, how).reshape(-1)
+                  .astype(np.float32))
+  flat_s, flat_m = scores_PxNxS.reshape(p * n, -1), mask_PxNxS.reshape(p * n, -1)
+  table['step_scores'] = [s[m].astype(np.float32).tolist() for s, m in zip(flat_s, flat_m)]
+  io.write_parquet(path, table)
 
 
 def _finite_or_none(x):

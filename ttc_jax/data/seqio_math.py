@@ -21,7 +21,7 @@ import seqio
 import tensorflow as tf
 
 from ttc_jax.data import math_tasks, tfds_math
-from ttc_jax.data.seqio_vocab import TokenizerVocabulary
+from ttc_jax.data.seqio_vocab import TokenizerVocabulary, claim_names
 
 
 # Kept under its old name: the MATH/GSM8K tasks use the policy's Hugging Face tokenizer.
@@ -61,12 +61,8 @@ def register_math_tasks(task: math_tasks.MathTask, manual_dir: str | None = None
   manual_dir = str(manual_dir or task.cfg.data_dir or math_tasks.default_data_dir())
   names = (f'{prefix}_train', f'{prefix}_eval')
   key = (task.cfg, id(task.tokenizer), manual_dir, data_dir)
-  if all(_REGISTERED.get(n) == key for n in names) and all(
-      n in seqio.TaskRegistry.names() for n in names):
+  if not claim_names(names, key, _REGISTERED):
     return names
-  for n in names:
-    if n in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.remove(n)
   vocab = HFVocabulary(task.tokenizer)
   splits = task.splits
   source = seqio.FunctionDataSource(

@@ -22,7 +22,7 @@ import seqio
 import tensorflow as tf
 
 from ttc_jax.data import arith, tfds_arith
-from ttc_jax.data.seqio_vocab import TokenizerVocabulary
+from ttc_jax.data.seqio_vocab import TokenizerVocabulary, claim_names
 from ttc_jax.data.tokenizer import CharTokenizer
 
 
@@ -108,12 +108,8 @@ def register_arith_tasks(cfg: arith.ArithTaskConfig | None = None, data_dir: str
   cfg = (cfg or arith.ArithTaskConfig()).validate()
   names = (f'{prefix}_pretrain', f'{prefix}_eval')
   key = (cfg, data_dir)
-  if all(_REGISTERED.get(n) == key for n in names) and all(
-      n in seqio.TaskRegistry.names() for n in names):
+  if not claim_names(names, key, _REGISTERED):
     return names
-  for n in names:
-    if n in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.remove(n)
   vocab = CharVocabulary()
   source = seqio.FunctionDataSource(
       dataset_fn=functools.partial(_dataset_fn, cfg=cfg, data_dir=data_dir),

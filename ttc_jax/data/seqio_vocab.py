@@ -1,4 +1,5 @@
-"""A `Tokenizer` (ttc_jax.data.tokenizer) as a seqio Vocabulary, with the same ids.
+"""What the seqio modules share: a `Tokenizer` (ttc_jax.data.tokenizer) as a seqio Vocabulary
+with the same ids, and idempotent Task registration.
 
 Imports TensorFlow: only the seqio modules import this.
 """
@@ -66,3 +67,16 @@ class TokenizerVocabulary(seqio.Vocabulary):
 
   def __hash__(self) -> int:
     return id(self._tok)
+
+
+def claim_names(names, key, registered: dict) -> bool:
+  """Whether `names` must be (re)registered for `key`: False when they are registered
+  already with that key (`registered`: name -> key, which the caller records after adding);
+  otherwise stale registrations of those names are removed first."""
+  if all(registered.get(n) == key for n in names) and all(
+      n in seqio.TaskRegistry.names() for n in names):
+    return False
+  for n in names:
+    if n in seqio.TaskRegistry.names():
+      seqio.TaskRegistry.remove(n)
+  return True

@@ -4,8 +4,9 @@ The KV cache is an explicit pytree passed in and returned, never a mutable colle
 
   logits_BxTxV, cache = apply(params, tokens_BxT, positions_BxT, cache, mask_BxS, config=cfg)
 
-Cache layout: {'k': [L, B, S, K, H], 'v': [L, B, S, K, H]} in the compute dtype, where cache
-slot s holds the token at position s of its row. Rows may have different lengths: a call
+Cache layout: {'k': [L, B, K, S, H], 'v': [L, B, K, S, H]} in the compute dtype, where cache
+slot s holds the token at position s of its row. Slots are next to the head dim, so a decode
+step reads each (row, kv head)'s live prefix as one contiguous block. Rows may have different lengths: a call
 writes its T tokens at slots positions[b, 0] .. positions[b, 0] + T - 1 of row b, and a query
 at position p attends to slots s <= p (and, with `mask`, only to slots where mask[b, s]; a [B, T, S] mask instead
 gives each query its own visible keys, e.g. for packed training sequences).
@@ -33,7 +34,7 @@ Cache = dict[str, jax.Array]
 def init_cache(cfg: ModelConfig, batch: int, length: int | None = None) -> Cache:
   """An empty cache of `length` slots (default cfg.max_len) for `batch` rows."""
   length = cfg.max_len if length is None else length
-  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+  shape = (cfg.n_layers, batch, cfg.n_kv_heads, length, cfg.head_dim)
   return {'k': jnp.zeros(shape, cfg.jnp_dtype), 'v': jnp.zeros(shape, cfg.jnp_dtype)}
 
 
@@ -96,16 +97,17 @@ def attention_scale(cfg: ModelConfig) -> float:
   return (cfg.query_pre_attn_scalar or cfg.head_dim) ** -0.5
 
 
-def attend(q_BxTxKxGxH, k_BxSxKxH, v_BxSxKxH, visible_BxTxS, scale=None, softcap=0.0):
+def attend(q_BxTxKxGxH, k, v, visible_BxTxS, scale=None, softcap=0.0, kv_layout='bskh'):
   """Softmax attention with grouped queries; logits and softmax in float32.
+  k, v: [B, S, K, H] (kv_layout 'bskh') or [B, K, S, H] ('bksh', the cache's layout).
   scale: default head_dim**-0.5; softcap: Gemma-2 attention logit cap (0 = off)."""
   scale = q_BxTxKxGxH.shape[-1] ** -0.5 if scale is None else scale
-  logits = jnp.einsum('btkgh,bskh->bkgts', q_BxTxKxGxH, k_BxSxKxH,
+  logits = jnp.einsum(f'btkgh,{kv_layout}->bkgts', q_BxTxKxGxH, k,
                       preferred_element_type=jnp.float32) * scale
   logits = _softcap(logits, softcap)
   logits = jnp.where(visible_BxTxS[:, None, None], logits, -1e30)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKxH.dtype)
-  return jnp.einsum('bkgts,bskh->btkgh', probs, v_BxSxKxH)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum(f'bkgts,{kv_layout}->btkgh', probs, v)
 
 
 def causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, impl: str):
@@ -133,50 +135,47 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
                      write_B, window, cfg: ModelConfig):
   """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache.
 
-  The whole [L, B, S, K, H] cache rides in the layer scan's carry, so the new keys and values
-  are scattered in place (no per-layer copy of the cache, which is what dominates a decode step
-  when the cache goes through the scan as xs/ys). Rows with write_B False write nothing (their
-  scatter index is out of range and dropped), so a finished row's cache is never touched.
-  Only the first `window` slots are read: the caller guarantees every written position is below
-  it. Returns (attention output [B, T, K, G, H], updated cache).
+  The whole [L, B, K, S, H] cache is carried through the layers, so the new keys and values
+  are scattered in place (no per-layer copy of the cache). Rows with write_B False write
+  nothing (their scatter index is out of range and dropped), so a finished row's cache is
+  never touched. Only the first `window` slots are read (for each row and kv head one
+  contiguous block): the caller guarantees every written position is below it.
+  Returns (attention output [B, T, K, G, H], updated cache).
   """
   b, t = positions_BxT.shape
-  s = cache['k'].shape[2]
+  s = cache['k'].shape[3]
   start_B = jnp.where(write_B, positions_BxT[:, 0], s)
-
   slots_BxT = start_B[:, None] + jnp.arange(t)[None, :]
   rows_Bx1 = jnp.arange(b)[:, None]
 
-  def write(c_LxBxSxKxH, u_BxTxKxH):
-    # Plain advanced indexing, not a vmap over the batch axis 1: vmap's scatter makes XLA
-    # transpose the whole cache to put that axis first, a full copy per layer and step.
-    return c_LxBxSxKxH.at[layer, rows_Bx1, slots_BxT].set(u_BxTxKxH, mode='drop')
+  def write(c_LxBxKxSxH, u_BxTxKxH):
+    # Advanced indices around a slice: the indexed view is [B, T, K, H], the update's shape.
+    return c_LxBxKxSxH.at[layer, rows_Bx1, :, slots_BxT].set(u_BxTxKxH, mode='drop')
 
   new_cache = {'k': write(cache['k'], k_BxTxKxH.astype(cache['k'].dtype)),
                'v': write(cache['v'], v_BxTxKxH.astype(cache['v'].dtype))}
-  keys_BxWxKxH = jax.lax.dynamic_index_in_dim(new_cache['k'], layer, 0, False)[:, :window]
-  values_BxWxKxH = jax.lax.dynamic_index_in_dim(new_cache['v'], layer, 0, False)[:, :window]
+  keys_BxKxWxH = jax.lax.dynamic_index_in_dim(new_cache['k'], layer, 0, False)[:, :, :window]
+  values_BxKxWxH = jax.lax.dynamic_index_in_dim(new_cache['v'], layer, 0, False)[:, :, :window]
   slot_pos_BxW = jnp.broadcast_to(jnp.arange(window), (b, window))
   visible_BxTxW = slot_pos_BxW[:, None, :] <= positions_BxT[:, :, None]
   if cfg.sliding_window:
     sliding = jnp.asarray(cfg.sliding_layers, bool)[layer]
     visible_BxTxW &= _sliding_visible(slot_pos_BxW, positions_BxT, cfg, sliding)
   scale = attention_scale(cfg)
-  if t == 1:
-    # One query per row: multiply-and-reduce fusions read each cached slot once (a batched
-    # matrix-vector product gains nothing from a GEMM and would copy the sliced operand).
+  if t == 1 and cfg.decode_attention == 'reduce':
+    # One query per row: multiply-and-reduce fusions read each cached slot once.
     q_BxKxGx1xH = q_BxTxKxGxH[:, 0, :, :, None, :].astype(jnp.float32)
-    k_BxKx1xWxH = keys_BxWxKxH.transpose(0, 2, 1, 3)[:, :, None].astype(jnp.float32)
-    logits_BxKxGxW = jnp.sum(q_BxKxGx1xH * k_BxKx1xWxH, axis=-1) * scale
+    logits_BxKxGxW = jnp.sum(q_BxKxGx1xH * keys_BxKxWxH[:, :, None].astype(jnp.float32),
+                             axis=-1) * scale
     logits_BxKxGxW = _softcap(logits_BxKxGxW, cfg.attn_logit_softcap)
     logits_BxKxGxW = jnp.where(visible_BxTxW[:, :, None, :], logits_BxKxGxW, -1e30)
     probs_BxKxGxW = jax.nn.softmax(logits_BxKxGxW, axis=-1)
-    v_BxKx1xWxH = values_BxWxKxH.transpose(0, 2, 1, 3)[:, :, None].astype(jnp.float32)
-    o_BxKxGxH = jnp.sum(probs_BxKxGxW[..., None] * v_BxKx1xWxH, axis=-2)
+    o_BxKxGxH = jnp.sum(probs_BxKxGxW[..., None] *
+                        values_BxKxWxH[:, :, None].astype(jnp.float32), axis=-2)
     return o_BxKxGxH[:, None].astype(q_BxTxKxGxH.dtype), new_cache
-  o = attend(q_BxTxKxGxH, keys_BxWxKxH.astype(q_BxTxKxGxH.dtype),
-             values_BxWxKxH.astype(q_BxTxKxGxH.dtype), visible_BxTxW, scale,
-             cfg.attn_logit_softcap)
+  o = attend(q_BxTxKxGxH, keys_BxKxWxH.astype(q_BxTxKxGxH.dtype),
+             values_BxKxWxH.astype(q_BxTxKxGxH.dtype), visible_BxTxW, scale,
+             cfg.attn_logit_softcap, kv_layout='bksh')
   return o, new_cache
 
 
@@ -218,12 +217,14 @@ class Block(nn.Module):
       key_pos_BxS = positions_BxT
       new_cache = None
     else:
+      # cache_l: [B, K, S, H]; row b's T new slots start at its first position.
       start_B = positions_BxT[:, 0]
-      write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, 0))
-      keys = write(cache_l['k'], k.astype(cache_l['k'].dtype), start_B)
-      values = write(cache_l['v'], v.astype(cache_l['v'].dtype), start_B)
+      write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, 1))
+      keys = write(cache_l['k'], k.astype(cache_l['k'].dtype).transpose(0, 2, 1, 3), start_B)
+      values = write(cache_l['v'], v.astype(cache_l['v'].dtype).transpose(0, 2, 1, 3),
+                     start_B)
       new_cache = {'k': keys, 'v': values}
-      key_pos_BxS = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
+      key_pos_BxS = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2]))
     # The fused kernels know neither soft-capping nor per-layer sliding windows.
     plain = not (cfg.attn_logit_softcap or cfg.sliding_window or cfg.query_pre_attn_scalar)
     if (self.window is None and cache_l is None and key_mask_BxS is None
@@ -240,7 +241,8 @@ class Block(nn.Module):
         visible &= _sliding_visible(key_pos_BxS, positions_BxT, cfg, sliding_l)
       q = q.reshape(b, t, k_heads, g, cfg.head_dim)
       o = attend(q, keys.astype(q.dtype), values.astype(q.dtype), visible,
-                 attention_scale(cfg), cfg.attn_logit_softcap)
+                 attention_scale(cfg), cfg.attn_logit_softcap,
+                 kv_layout='bskh' if cache_l is None else 'bksh')
     o = o.reshape(b, t, cfg.n_heads, cfg.head_dim)
     o = _dense(cfg, cfg.d_model, 'o', axis=(-2, -1))(o)
     if cfg.post_norms:
@@ -281,9 +283,11 @@ class Transformer(nn.Module):
           in_axes=(nn.broadcast, 0, 0), length=cfg.n_layers,
           unroll=cfg.scan_unroll)(cfg, name='layers')
     else:
+      # Unrolled by default: no loop (and no per-layer loop-condition sync) inside a step.
       self.layers = nn.scan(
           Block, variable_axes={'params': 0}, split_rngs={'params': True},
-          in_axes=(nn.broadcast,), length=cfg.n_layers)(cfg, self.window, name='layers')
+          in_axes=(nn.broadcast,), length=cfg.n_layers,
+          unroll=cfg.n_layers if cfg.decode_unroll else 1)(cfg, self.window, name='layers')
     self.final_norm = RMSNorm(cfg)
     if not cfg.tie_embeddings:
       self.unembed = _dense(cfg, cfg.vocab_size, 'unembed')
@@ -353,7 +357,7 @@ def apply_decode(params, tokens_BxT, positions_BxT, cache, write_B=None, *, conf
   No key mask: every slot at or before a query's position is visible.
   """
   b = tokens_BxT.shape[0]
-  window = cache['k'].shape[2] if window is None else int(window)
+  window = cache['k'].shape[3] if window is None else int(window)
   if write_B is None:
     write_B = jnp.ones((b,), bool)
   return _DecodeTransformer(config, window).apply(

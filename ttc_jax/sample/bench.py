@@ -72,7 +72,7 @@ def roofline_seconds(cfg, batch: int, prompt_len: int, new_tokens: int, bandwidt
 
 
 def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
-              n_windows: int) -> dict:
+              n_windows: int, trace_dir: str | None = None) -> dict:
   from ttc_jax.model import transformer
   from ttc_jax.sample.decode import Sampler
   params = transformer.init_params(cfg, jax.random.key(0))
@@ -101,6 +101,12 @@ def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
     jax.block_until_ready(sampler.generate(params, st).lengths_B)
     decode.append(time.perf_counter() - t)
   decode_s = min(decode)
+  if trace_dir:
+    # One more decode under the profiler (a Perfetto trace: kernel names and durations).
+    st = start(99)
+    jax.block_until_ready(st)
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      jax.block_until_ready(sampler.generate(params, st).lengths_B)
   tokens = batch * new_tokens
   return {'compile_and_first_call_s': first_call, 'compile_s': first_call - decode_s - prefill_s,
           'prefill_s': prefill_s, 'decode_s': decode_s, 'decode_step_ms': 1e3 * decode_s /
@@ -108,17 +114,23 @@ def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
           'end_to_end_tokens_per_s': tokens / (decode_s + prefill_s)}
 
 
-def bench_hf(cfg, batch: int, prompt_len: int, new_tokens: int) -> dict:
+def bench_hf(cfg, batch: int, prompt_len: int, new_tokens: int, family: str = 'llama') -> dict:
   """The same shape through Hugging Face generate (random weights, bf16, sampling)."""
   import torch
   import transformers
-  hf_cfg = transformers.LlamaConfig(
+  common = dict(
       vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
       num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-      num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
+      num_key_value_heads=cfg.n_kv_heads,
       max_position_embeddings=prompt_len + new_tokens, tie_word_embeddings=cfg.tie_embeddings,
       pad_token_id=0, bos_token_id=1, eos_token_id=2)
-  model = transformers.LlamaForCausalLM(hf_cfg).to(device='cuda', dtype=torch.bfloat16).eval()
+  if family == 'qwen2':
+    hf_cfg = transformers.Qwen2Config(**common)
+    model = transformers.Qwen2ForCausalLM(hf_cfg)
+  else:
+    hf_cfg = transformers.LlamaConfig(head_dim=cfg.head_dim, **common)
+    model = transformers.LlamaForCausalLM(hf_cfg)
+  model = model.to(device='cuda', dtype=torch.bfloat16).eval()
   ids = torch.randint(3, cfg.vocab_size, (batch, prompt_len), device='cuda')
   kw = dict(do_sample=True, min_new_tokens=new_tokens, max_new_tokens=new_tokens,
             temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
@@ -155,13 +167,21 @@ def main(argv=None) -> dict:
   ap.add_argument('--dtype', default='bfloat16')
   ap.add_argument('--reps', type=int, default=3)
   ap.add_argument('--n-windows', type=int, default=8)
+  ap.add_argument('--family', default='llama', choices=('llama', 'qwen2'),
+                  help='qwen2: q/k/v biases and tied embeddings (e.g. the Qwen2.5-0.5B shape)')
+  ap.add_argument('--variants', default='reduce:1',
+                  help='comma-separated decode_attention:unroll pairs timed side by side, '
+                       'e.g. reduce:1,einsum:1,reduce:0')
+  ap.add_argument('--trace', default=None,
+                  help='directory for a Perfetto trace of one decode (first variant)')
   ap.add_argument('--hf', action='store_true', help='also time HF generate (torch, CUDA)')
   ap.add_argument('--out', default='bench_sampling.json')
   args = ap.parse_args(argv)
   cfg = ModelConfig(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.layers,
                     n_heads=args.heads, n_kv_heads=args.kv_heads or args.heads,
                     head_dim=args.head_dim, d_ff=args.d_ff,
-                    max_len=args.prompt_len + args.new_tokens, tie_embeddings=False,
+                    max_len=args.prompt_len + args.new_tokens,
+                    tie_embeddings=args.family == 'qwen2', qkv_bias=args.family == 'qwen2',
                     dtype=args.dtype, param_dtype=args.dtype, name=args.name).validate()
   bandwidth, flop_rate = measure_bandwidth(), measure_matmul_rate()
   result = {'name': args.name, 'config': vars(args), 'device': str(jax.devices()[0]),
@@ -169,20 +189,33 @@ def main(argv=None) -> dict:
             'matmul_flops_per_s': flop_rate, 'runs': []}
   print(f'{args.name}: bandwidth {bandwidth / 1e12:.2f} TB/s, matmul '
         f'{flop_rate / 1e12:.0f} TFLOP/s', flush=True)
+  import dataclasses
+  import os
+  variants = []
+  for v in args.variants.split(','):
+    attn, _, unroll = v.partition(':')
+    variants.append((attn, unroll != '0'))
   for batch in [int(b) for b in args.batch.split(',')]:
-    run = {'batch': batch, **bench_jax(cfg, batch, args.prompt_len, args.new_tokens, args.reps,
-                                       args.n_windows)}
     roof = roofline_seconds(cfg, batch, args.prompt_len, args.new_tokens, bandwidth, flop_rate)
-    run.update(roof)
-    run['roofline_tokens_per_s'] = batch * args.new_tokens / roof['roofline_s']
-    run['fraction_of_roofline'] = roof['roofline_s'] / run['decode_s']
+    for i, (attn, unroll) in enumerate(variants):
+      vcfg = dataclasses.replace(cfg, decode_attention=attn, decode_unroll=unroll).validate()
+      trace = (os.path.join(args.trace, f'{args.name}_{batch}') if args.trace and i == 0
+               else None)
+      run = {'batch': batch, 'decode_attention': attn, 'decode_unroll': unroll,
+             **bench_jax(vcfg, batch, args.prompt_len, args.new_tokens, args.reps,
+                         args.n_windows, trace)}
+      run.update(roof)
+      run['roofline_tokens_per_s'] = batch * args.new_tokens / roof['roofline_s']
+      run['fraction_of_roofline'] = roof['roofline_s'] / run['decode_s']
+      result['runs'].append(run)
+      print(json.dumps(run), flush=True)
     if args.hf:
       try:
-        run.update(bench_hf(cfg, batch, args.prompt_len, args.new_tokens))
+        hf = bench_hf(cfg, batch, args.prompt_len, args.new_tokens, args.family)
       except Exception as e:  # the comparison is optional: record why it did not run
-        run['hf_error'] = f'{type(e).__name__}: {e}'[:500]
-    result['runs'].append(run)
-    print(json.dumps(run), flush=True)
+        hf = {'hf_error': f'{type(e).__name__}: {e}'[:500]}
+      result['runs'].append({'batch': batch, **hf})
+      print(json.dumps({'batch': batch, **hf}), flush=True)
   io.write_json(args.out, result)
   return result
 

@@ -45,7 +45,7 @@ NO_LIMIT = np.iinfo(np.int32).max // 2
 class DecodeState:
   """The decode loop's state; a pytree, so it goes in and out of jit (and is donated).
 
-  cache:             {'k', 'v'}: [L, B, S, K, H] compute dtype; slot s = position s.
+  cache:             {'k', 'v'}: [L, B, K, S, H] compute dtype; slot s = position s.
   tokens_BxS:        int32, prompt then generated tokens; pad (stale) past lengths_B.
   lengths_B:         int32, tokens in the row (prompt + generated).
   prompt_lengths_B:  int32, prompt tokens (so generated = lengths - prompt_lengths).
@@ -106,7 +106,7 @@ def state_shardings(state: DecodeState, mesh: Mesh) -> DecodeState:
     nd = len(x.shape)
     if nd == 0:
       return NamedSharding(mesh, P())
-    if nd == 5:   # the cache [L, B, S, K, H]
+    if nd == 5:   # the cache [L, B, K, S, H]
       return NamedSharding(mesh, P(None, 'data'))
     return NamedSharding(mesh, P('data', *([None] * (nd - 1))))
   return jax.tree.map(one, state)
@@ -163,7 +163,7 @@ def _start(params, prompts_PxL, lengths_P, temperature_B, top_p_B, max_new_B,
                                         config=config)
   b = p * n_samples
   full = transformer.init_cache(config, b, cache_len)
-  cache = {name: full[name].at[:, :, :lb].set(jnp.repeat(cache[name], n_samples, axis=1))
+  cache = {name: full[name].at[:, :, :, :lb].set(jnp.repeat(cache[name], n_samples, axis=1))
            for name in ('k', 'v')}
   tokens_BxS = jnp.zeros((b, cache_len), jnp.int32).at[:, :lb].set(
       jnp.repeat(prompts_PxL, n_samples, axis=0))

@@ -35,25 +35,26 @@ def test_cached_decode_equals_full_forward(params):
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('attn,unroll', [('reduce', True), ('einsum', True),
-                                         ('reduce', False)])
-def test_decode_fast_path_equals_full_forward(params, attn, unroll):
+@pytest.mark.parametrize('attn,unroll,split', [('reduce', True, False), ('einsum', True, True),
+                                               ('reduce', False, False), ('auto', True, True)])
+def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   """apply_decode (in-place cache writes, a static window, each attention kernel, unrolled or
   scanned layers) gives the full pass's logits; rows it must not write keep their cache."""
-  from ttc_jax.model.transformer import apply_decode
+  from ttc_jax.model.transformer import apply_decode, split_layers
   cfg = dataclasses.replace(CFG, decode_attention=attn, decode_unroll=unroll)
+  fast_params = split_layers(params) if split else params
   b, t = 3, 14
   toks = jax.random.randint(jax.random.key(1), (b, t), 0, CFG.vocab_size)
   full, _ = apply(params, toks, _positions(b, t), config=CFG)
   cache = init_cache(CFG, b)
   _, cache = apply(params, toks[:, :5], _positions(b, 5), cache, config=CFG)
   for i in range(5, t):
-    logits, cache = apply_decode(params, toks[:, i:i + 1], jnp.full((b, 1), i), cache,
+    logits, cache = apply_decode(fast_params, toks[:, i:i + 1], jnp.full((b, 1), i), cache,
                                  config=cfg, window=16)
     np.testing.assert_allclose(logits[:, 0], full[:, i], atol=2e-5, rtol=1e-5)
   frozen = jnp.array([True, False, True])
-  _, after = apply_decode(params, toks[:, :1], jnp.full((b, 1), t), cache, frozen, config=cfg,
-                          window=16)
+  _, after = apply_decode(fast_params, toks[:, :1], jnp.full((b, 1), t), cache, frozen,
+                          config=cfg, window=16)
   np.testing.assert_array_equal(after['k'][:, 1], cache['k'][:, 1])
   assert not np.array_equal(after['k'][:, 0], cache['k'][:, 0])
 

@@ -60,8 +60,9 @@ class ModelConfig:
   scan_unroll: int = 1                 # layers per iteration of the layer scan
   # Execution choices for cached decoding (one query per row; `apply_decode`):
   # 'reduce': float32 multiply-and-reduce fusions over the cached window; 'einsum': bf16
-  # batched matrix-vector products (cuBLAS/Triton) with float32 accumulation.
-  decode_attention: str = 'reduce'
+  # batched matrix-vector products with float32 accumulation; 'auto': reduce when every
+  # query head has its own kv head, einsum for grouped queries.
+  decode_attention: str = 'auto'
   decode_unroll: bool = True           # unroll the decode layer loop (no per-layer loop)
   name: str = ''
 
@@ -112,8 +113,8 @@ class ModelConfig:
                         "float16 (cuDNN flash attention has no float32 kernel).")
     if self.remat not in ('none', 'dots', 'full'):
       raise ConfigError(f"{key}.remat must be 'none', 'dots' or 'full', got {self.remat!r}.")
-    if self.decode_attention not in ('reduce', 'einsum'):
-      raise ConfigError(f"{key}.decode_attention must be 'reduce' or 'einsum', got "
+    if self.decode_attention not in ('auto', 'reduce', 'einsum'):
+      raise ConfigError(f"{key}.decode_attention must be 'auto', 'reduce' or 'einsum', got "
                         f'{self.decode_attention!r}.')
     if not isinstance(self.scan_unroll, int) or not 1 <= self.scan_unroll <= self.n_layers:
       raise ConfigError(f'{key}.scan_unroll must be an integer in [1, {key}.n_layers='

@@ -166,7 +166,7 @@ def main(argv=None) -> dict:
   ap.add_argument('--new-tokens', type=int, default=96)
   ap.add_argument('--dtype', default='bfloat16')
   ap.add_argument('--reps', type=int, default=3)
-  ap.add_argument('--n-windows', type=int, default=8)
+  ap.add_argument('--n-windows', type=int, default=0, help='0: the sampler default')
   ap.add_argument('--family', default='llama', choices=('llama', 'qwen2'),
                   help='qwen2: q/k/v biases and tied embeddings (e.g. the Qwen2.5-0.5B shape)')
   ap.add_argument('--variants', default='reduce:1',

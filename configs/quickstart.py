@@ -77,7 +77,7 @@ def get_config(arg=None):
       select='after_min', patience=1, orm_steps=100 if not tiny else 2, orm_lr=1e-3,
       orm_batch_size=32 if not tiny else 8, orm_sequences_per_problem=8 if not tiny else 2,
       score_batch=256, eval_split='test', eval_problems=100 if not tiny else 8,
-      max_budget=8 if not tiny else 4, temperature=0.8, batch_rows=2048, decode_windows=4,
+      max_budget=16 if not tiny else 4, temperature=0.8, batch_rows=2048, decode_windows=4,
       seed=0))
 
   c.analysis = ml_collections.ConfigDict(dict(n_bins=5, big_member='m'))

@@ -112,3 +112,6 @@ def test_packed_rows_equal_separate_examples():
   lp, _ = P.lm_loss(params, packed, None, config=CFG)
   ls, _ = P.lm_loss(params, single, None, config=CFG)
   np.testing.assert_allclose(lp, ls, rtol=1e-5)
+  # One example per row needs no segment mask: the plain causal pass gives the same loss.
+  lu, _ = P.lm_loss(params, single, None, config=CFG, packed=False)
+  np.testing.assert_allclose(lu, ls, rtol=1e-5)

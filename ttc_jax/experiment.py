@@ -61,6 +61,7 @@ class FamilyConfig:
   param_dtype: str = 'float32'
   from_run: str = ''
   import_from: str = ''
+  attention_impl: str = 'xla'    # full-pass attention kernel (ModelConfig.attention_impl)
 
   def validate(self, key: str = 'family') -> 'FamilyConfig':
     if self.import_from:
@@ -94,14 +95,17 @@ class FamilyConfig:
     n = max(LADDER_NAMES.index(m) for m in self.members) + 1
     rungs = ladder(self.base_width, self.base_layers, n=n, vocab_size=self.vocab_size,
                    max_len=self.max_len, head_dim=self.head_dim, growth=self.growth,
-                   dtype=self.dtype,
-                   param_dtype=self.param_dtype)
+                   dtype=self.dtype, param_dtype=self.param_dtype,
+                   attention_impl=self.attention_impl)
     return tuple(r for r in rungs if r.name in self.members)
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig(TrainConfig):
   loss_on_prompt: bool = False
+  # True: several examples per row with a segment mask; False: one example per row and the
+  # unmasked causal pass (the fused attention path with family.attention_impl='cudnn').
+  pack: bool = True
   eval_problems: int = 200       # held-out test problems for greedy accuracy after training
   eval_batch: int = 256
   peak_flops: float = 0.0        # the device's peak FLOP/s, for MFU in metrics (0: unknown;

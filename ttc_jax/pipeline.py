@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from pathlib import Path
 
 import jax
@@ -101,13 +102,14 @@ def _pretrain_run(member: str, index: int):
       return {'from_run': cfg.family.from_run, **meta}
     task = build_task(cfg)
     p = cfg.pretrain
-    data = _pretrain_data(cfg.task, p.seq_len, p.loss_on_prompt)
+    data = _pretrain_data(cfg.task, p.seq_len, p.loss_on_prompt, p.pack)
     seed = stage_seed(cfg, stage.name)
     batch_fn = pretrain_lib.epoch_batches(data, p.batch_size, seed)
     steps = p.steps_for(index)
     counts = mcfg.param_counts()
     result = train_lib.train(
-        loss_fn=lambda params, b, rng: pretrain_lib.lm_loss(params, b, rng, config=mcfg),
+        loss_fn=lambda params, b, rng: pretrain_lib.lm_loss(params, b, rng, config=mcfg,
+                                                            packed=p.pack),
         init_fn=lambda: init_params(mcfg, jax.random.key(seed)),
         batch_fn=batch_fn, cfg=p, total_steps=steps, mesh=make_mesh(cfg.mesh),
         workdir=run.stage_dir(stage.name), tokens_per_step=p.batch_size * p.seq_len,
@@ -149,14 +151,14 @@ def greedy_table(mcfg: ModelConfig, params, task, problems, batch_size: int) -> 
 
 
 @functools.lru_cache(maxsize=2)
-def _pretrain_data(task_cfg, seq_len: int, loss_on_prompt: bool) -> dict:
+def _pretrain_data(task_cfg, seq_len: int, loss_on_prompt: bool, pack: bool = True) -> dict:
   """Packed training rows of the task, built once per process: every member shares them
   (generating and encoding 200K problems took ~15 s per member)."""
   task = task_cfg.build()
   problems = task.problems('train')
   return pretrain_lib.encode_examples([q.prompt for q in problems],
                                       [q.solution for q in problems], task.tokenizer,
-                                      seq_len, loss_on_prompt)
+                                      seq_len, loss_on_prompt, pack)
 
 
 def evaluate_greedy(run: Run, mcfg: ModelConfig, params, task) -> dict:
@@ -308,12 +310,14 @@ def _search_run(run: Run, stage: Stage) -> dict:
   parts = run.stage_dir(stage.name) / 'parts'
   key = jax.random.key(stage_seed(cfg, stage.name))
   seconds: dict = {}
+  wall: dict = {}
   frames = []
   from tqdm.auto import tqdm
   for method, budget, width, k in tqdm(s.grid(), desc='search', unit='run'):
     name = f'{method}-N{budget}' + (f'-M{width}' if width else '') + (f'-k{k}' if k else '')
     path = parts / f'{name}.parquet'
     if not path.exists():
+      t0 = time.perf_counter()
       df = run_search(method, params, mcfg, scorer, problems, budget, key=key,
                       width=int(width) if width and width.isdigit() else width, k=k,
                       max_rounds=s.max_rounds, max_step_tokens=s.max_step_tokens,
@@ -321,6 +325,11 @@ def _search_run(run: Run, stage: Stage) -> dict:
                       batch_problems=s.batch_problems, policy=policy, seconds=seconds,
                       **task_kwargs(task))
       io.write_parquet(path, df)
+      # Wall time of this part, compiles included (the first part of a shape pays them).
+      io.write_json(path.with_suffix('.json'), {'seconds': time.perf_counter() - t0})
+    timing = path.with_suffix('.json')
+    if timing.exists():
+      wall[name] = round(io.read_json(timing)['seconds'], 2)
     frames.append(io.read_parquet(path))
   results = pd.concat(frames, ignore_index=True)
   io.write_parquet(run.stage_dir(stage.name) / 'results.parquet', results)
@@ -330,7 +339,8 @@ def _search_run(run: Run, stage: Stage) -> dict:
   for (meth, m, k, b), v in acc.mean().items():
     table[f'{meth}' + (f'/M={m}' if m else '') + (f'/k={k}' if k else '')][int(b)] = float(v)
   return {'policy': member, 'problems': len(problems), 'accuracy': table,
-          'seconds_by_phase': {k: round(v, 2) for k, v in seconds.items()}}
+          'seconds_by_phase': {k: round(v, 2) for k, v in seconds.items()},
+          'seconds_by_run': wall}
 
 
 # ---- revisions --------------------------------------------------------------------------------

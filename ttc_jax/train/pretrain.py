@@ -78,14 +78,21 @@ def epoch_batches(data: dict[str, np.ndarray], batch_size: int, seed: int):
   return batch_fn
 
 
-def lm_loss(params, batch, rng, *, config: ModelConfig):
+def lm_loss(params, batch, rng, *, config: ModelConfig, packed: bool = True):
   """Mean next-token cross-entropy over masked targets; also token accuracy.
-  `batch` as made by `encode_examples` (packed rows: attention stays inside a segment)."""
+
+  `batch` as made by `encode_examples`. packed=True: attention stays inside a segment (a
+  [B, T, T] mask). packed=False (rows from `encode_examples(..., pack=False)`: one example
+  per row, padding after it): the plain causal pass, no mask, so config.attention_impl
+  'cudnn' can run the fused kernel. Pads then attend to their example, but no target reads
+  them.
+  """
   del rng
   tokens, seg = batch['tokens'], batch['segments']
   inputs, targets, mask = tokens[:, :-1], tokens[:, 1:], batch['loss_mask'][:, 1:]
   seg_in = seg[:, :-1]
-  visible = (seg_in[:, :, None] == seg_in[:, None, :]) & (seg_in[:, None, :] > 0)
+  visible = ((seg_in[:, :, None] == seg_in[:, None, :]) & (seg_in[:, None, :] > 0)
+             if packed else None)
   logits, _ = apply(params, inputs, batch['positions'][:, :-1], None, visible, config=config)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   denom = jnp.maximum(mask.sum(), 1.0)

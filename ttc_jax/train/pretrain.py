@@ -27,7 +27,8 @@ def encode_examples(prompts: Sequence[str], solutions: Sequence[str], tokenizer:
   positions from 0 and a segment id, so attention never crosses examples: a short task wastes
   little compute on padding. Returns {'tokens', 'positions', 'segments'} int32 and
   'loss_mask' float32, all [R, seq_len + 1]; loss_mask[r, t] = 1 where token t is a target
-  (predicted from t - 1 of the same example). Segment 0 is padding.
+  (predicted from t - 1 of the same example). Segment 0 is padding; its positions continue
+  the row's last example.
   Raises ValueError naming the example if one does not fit in a row.
   """
   width = seq_len + 1
@@ -56,6 +57,10 @@ def encode_examples(prompts: Sequence[str], solutions: Sequence[str], tokenizer:
       out['segments'][r, at:at + n] = seg
       out['loss_mask'][r, at + first:at + n] = 1.0
       at += n
+    # Padding continues the last example's positions, so positions increase along the row
+    # and the causal rule by position equals the rule by index (the unmasked pass relies on it).
+    last = out['positions'][r, at - 1] if at else -1
+    out['positions'][r, at:] = last + 1 + np.arange(width - at)
   return out
 
 

@@ -66,6 +66,21 @@ def get_config(arg=None):
       max_step_tokens=256, temperature=1.0, batch_problems=50 if not local else 4,
       prm_from=''))
 
+  # Revisions: the paper's recipe (64 samples per training problem, up to 4 earlier attempts
+  # in context, chains up to N = 256); the context holds the prompt and 4 attempts.
+  c.revisions = ml_collections.ConfigDict(dict(
+      train_problems=2048 if not local else 8, samples_per_problem=64 if not local else 4,
+      sample_temperature=1.0, sample_batch=4096 if not local else 16, max_incorrect=4,
+      val_fraction=0.1, max_attempts=4, context_len=6144 if not local else 2048,
+      max_new_tokens=1024 if not local else 256, steps=1500 if not local else 4,
+      batch_size=16 if not local else 2, lr=1e-5, warmup_steps=50 if not local else 1,
+      min_lr_ratio=1.0, weight_decay=0.0, eval_every=100 if not local else 2,
+      select='after_min', patience=1, orm_steps=600 if not local else 2, orm_lr=1e-5,
+      orm_batch_size=16 if not local else 2, orm_sequences_per_problem=16 if not local else 2,
+      score_batch=256 if not local else 8, eval_split='test',
+      eval_problems=500 if not local else 4, max_budget=256 if not local else 4,
+      temperature=0.8, batch_rows=4096 if not local else 16, decode_windows=8, seed=0))
+
   c.analysis = ml_collections.ConfigDict(dict(n_bins=5, big_member=''))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, fsdp=True))
   return c

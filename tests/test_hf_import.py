@@ -339,3 +339,48 @@ def test_imported_policy_runs_the_study_stages_on_gsm8k(tmp_path):
   assert greedy['problems'] == 3 and set(greedy['greedy_accuracy']) == {'imported'}
   with pytest.raises(configlib.ConfigError, match='family.members'):
     configlib.load(spec, {**overrides, 'family.members': 'xs'})
+
+
+@pytest.mark.slow
+def test_imported_policy_runs_every_study_stage(tmp_path):
+  """The whole study graph on GSM8K with an imported (random, tiny) Llama policy: sample bank,
+  train bank, PRM and ORM from the policy, search, revisions, greedy, analysis and report all
+  accept the imported model and its BPE tokenizer unchanged. GSM8K ships no train split, so
+  the test writes one from the first test rows (plumbing, not a benchmark)."""
+  from ttc_jax import configlib, pipeline
+  src = _fake_llama(tmp_path / 'src', vocab_size=320, max_position_embeddings=2048)
+  _bpe_tokenizer(src, metaspace=False)
+  hf_import.import_hf(src, tmp_path / 'imported')
+  data = tmp_path / 'data'
+  data.mkdir()
+  rows = (Path(__file__).parents[2] / 'shared' / 'data' / 'gsm8k_test.jsonl')
+  if not rows.exists():
+    pytest.skip(f'{rows} is absent (CI copies ../shared beside the repository)')
+  lines = rows.read_text().splitlines()
+  (data / 'gsm8k_test.jsonl').write_text('\n'.join(lines[:8]) + '\n')
+  (data / 'gsm8k_train.jsonl').write_text('\n'.join(lines[8:16]) + '\n')
+  spec = str(Path(__file__).parents[1] / 'configs' / 'math_study.py') + ':gsm8k,runlocal'
+  tiny = {
+      'family.import_from': str(tmp_path / 'imported'), 'task.math.data_dir': str(data),
+      'task.math.n_shots': '0', 'task.math.max_new_tokens': '12', 'workdir': str(tmp_path / 'r'),
+      'sample_bank.problems': '4', 'sample_bank.n_samples': '4',
+      'sample_bank.max_new_tokens': '12', 'train_bank.problems': '4', 'train_bank.n_samples': '2',
+      'prm.steps': '4', 'prm.eval_every': '2', 'prm.batch_size': '4', 'prm.n_problems': '4',
+      'orm.steps': '4', 'orm.eval_every': '2', 'orm.batch_size': '4',
+      'search.budgets': '1,2,4', 'search.max_rounds': '2', 'search.max_step_tokens': '6',
+      'search.lookahead_k': '1', 'revisions.train_problems': '4',
+      'revisions.samples_per_problem': '4', 'revisions.steps': '2', 'revisions.eval_every': '1',
+      'revisions.batch_size': '2', 'revisions.orm_steps': '2', 'revisions.orm_batch_size': '2',
+      'revisions.eval_problems': '3', 'revisions.max_budget': '2',
+      'revisions.context_len': '2048', 'revisions.max_new_tokens': '12',
+      'mesh.fsdp': 'False'}
+  cfg, plain = configlib.load(spec, tiny)
+  run = pipeline.make_run(cfg, plain)
+  run.run(None, log=lambda *_: None)
+  summary = run.summary()
+  for stage in ('sample_bank', 'train_bank', 'prm', 'orm', 'search', 'revisions', 'greedy',
+                'analysis', 'report'):
+    assert stage in summary, stage
+  assert set(summary['sample_bank']['members']) == {'imported'}
+  assert summary['search']['problems'] == 4
+  assert (run.dir / 'report.md').exists()

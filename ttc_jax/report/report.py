@@ -68,9 +68,12 @@ def section_family(run: Path, summ: dict, figs: Path) -> list[str]:
   if not fam:
     return ['## Family', '', 'Not run.']
   df = pd.DataFrame(fam)
-  out = ['## The pretrained family', '',
-         _table(df, ['name', 'params', 'non_embedding_params', 'pretrain_tokens',
-                     'train_flops_analytic', 'final_loss', 'greedy_accuracy']), '']
+  # An imported family has no pretraining columns; show what the rows have.
+  cols = [c for c in ('name', 'params', 'non_embedding_params', 'imported_from',
+                      'pretrain_tokens', 'train_flops_analytic', 'final_loss',
+                      'greedy_accuracy') if c in df]
+  out = ['## The pretrained family' if 'pretrain_tokens' in df else '## The family', '',
+         _table(df, cols), '']
   if 'greedy_accuracy_by_n_ops' in df:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))

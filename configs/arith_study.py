@@ -13,7 +13,13 @@ FLOPs-matched comparison's pair). Stages resume, so the run can be split into ca
 end within a time limit. The task is harder than the quickstart's (2-10 operations, operands up to 20): in a GPU
 smoke run (experiments/gpu_smoke_2026-11-29.md) the quickstart-sized task left even the
 131K-parameter member at 97% pass@1, with no room for test-time compute to show.
-Expected time on one H200: not yet measured end to end (see experiments/).
+Expected time on one H200: not yet measured end to end. In the second attempt
+(experiments/gpu_study_2026-11-29b.md) pretraining on 255-token packed rows ran at 0.1% MFU,
+3 of 5 members in 376 s. Two untested alternatives:
+- --config.pretrain.seq_len=159: the longest example is 152 tokens.
+- --config.pretrain.pack=False --config.family.attention_impl=cudnn: one example per row,
+  with fused attention.
+experiments/gpu/pretrain_phases.py times them.
 """
 
 import ml_collections

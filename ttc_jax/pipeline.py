@@ -151,7 +151,7 @@ def greedy_table(mcfg: ModelConfig, params, task, problems, batch_size: int) -> 
 
 
 @functools.lru_cache(maxsize=2)
-def _pretrain_data(task_cfg, seq_len: int, loss_on_prompt: bool, pack: bool = True) -> dict:
+def _pretrain_data(task_cfg, seq_len: int, loss_on_prompt: bool, pack: bool) -> dict:
   """Packed training rows of the task, built once per process: every member shares them
   (generating and encoding 200K problems took ~15 s per member)."""
   task = task_cfg.build()
@@ -315,7 +315,7 @@ def _search_run(run: Run, stage: Stage) -> dict:
   from tqdm.auto import tqdm
   for method, budget, width, k in tqdm(s.grid(), desc='search', unit='run'):
     name = f'{method}-N{budget}' + (f'-M{width}' if width else '') + (f'-k{k}' if k else '')
-    path = parts / f'{name}.parquet'
+    path, timing = parts / f'{name}.parquet', parts / f'{name}.json'
     if not path.exists():
       t0 = time.perf_counter()
       df = run_search(method, params, mcfg, scorer, problems, budget, key=key,
@@ -324,12 +324,13 @@ def _search_run(run: Run, stage: Stage) -> dict:
                       cache_len=cache_len, temperature=s.temperature,
                       batch_problems=s.batch_problems, policy=policy, seconds=seconds,
                       **task_kwargs(task))
-      io.write_parquet(path, df)
       # Wall time of this part, compiles included (the first part of a shape pays them).
-      io.write_json(path.with_suffix('.json'), {'seconds': time.perf_counter() - t0})
-    timing = path.with_suffix('.json')
-    if timing.exists():
-      wall[name] = round(io.read_json(timing)['seconds'], 2)
+      wall[name] = round(time.perf_counter() - t0, 2)
+      io.write_parquet(path, df)
+      io.write_json(timing, {'seconds': wall[name]})
+    elif timing.exists():   # finished in an earlier call
+      wall[name] = io.read_json(timing)['seconds']
+    # Read back even when just written: fresh and resumed parts get the same dtypes.
     frames.append(io.read_parquet(path))
   results = pd.concat(frames, ignore_index=True)
   io.write_parquet(run.stage_dir(stage.name) / 'results.parquet', results)

@@ -63,7 +63,9 @@ class ModelConfig:
   # batched matrix-vector products with float32 accumulation; 'auto': reduce when every
   # query head has its own kv head, einsum for grouped queries.
   decode_attention: str = 'auto'
-  decode_unroll: bool = True           # unroll the decode layer loop (no per-layer loop)
+  # True: the sampler gives each layer its own weight buffers (`split_layers`) and unrolls the
+  # layers; False: a layer scan over the stacked weights (compiles faster).
+  decode_unroll: bool = True
   name: str = ''
 
   def validate(self, key: str = 'model') -> 'ModelConfig':

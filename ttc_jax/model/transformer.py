@@ -294,11 +294,11 @@ class Transformer(nn.Module):
           in_axes=(nn.broadcast, 0, 0), length=cfg.n_layers,
           unroll=cfg.scan_unroll)(cfg, name='layers')
     else:
-      # Unrolled by default: no loop (and no per-layer loop-condition sync) inside a step.
+      # Stacked weights: a layer scan. The unrolled decode path instead takes the weights
+      # from `split_layers` and loops in Python (see `apply_decode`).
       self.layers = nn.scan(
           Block, variable_axes={'params': 0}, split_rngs={'params': True},
-          in_axes=(nn.broadcast,), length=cfg.n_layers,
-          unroll=cfg.n_layers if cfg.decode_unroll else 1)(cfg, self.window, name='layers')
+          in_axes=(nn.broadcast,), length=cfg.n_layers)(cfg, self.window, name='layers')
     self.final_norm = RMSNorm(cfg)
     if not cfg.tie_embeddings:
       self.unembed = _dense(cfg, cfg.vocab_size, 'unembed')
@@ -315,9 +315,7 @@ class Transformer(nn.Module):
 
   def features(self, tokens_BxT, positions_BxT, cache=None, mask_BxS=None):
     """Final-norm hidden states [B, T, D] and the updated cache."""
-    x = self.embed(tokens_BxT)
-    if self.cfg.scale_embeddings:
-      x = x * jnp.asarray(self.cfg.d_model ** 0.5, x.dtype)
+    x = self.embed_tokens(tokens_BxT)
     sliding_L = (jnp.asarray(self.cfg.sliding_layers, bool) if self.cfg.sliding_window
                  else None)
     x, new_cache = self.layers(x, (positions_BxT, mask_BxS), cache, sliding_L)

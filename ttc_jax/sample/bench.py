@@ -16,7 +16,9 @@ read + write bytes) and matmul rate (a bf16 matmul on random data) are measured 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import time
 
 import jax
@@ -189,8 +191,6 @@ def main(argv=None) -> dict:
             'matmul_flops_per_s': flop_rate, 'runs': []}
   print(f'{args.name}: bandwidth {bandwidth / 1e12:.2f} TB/s, matmul '
         f'{flop_rate / 1e12:.0f} TFLOP/s', flush=True)
-  import dataclasses
-  import os
   variants = []
   for v in args.variants.split(','):
     attn, _, unroll = v.partition(':')

@@ -36,7 +36,8 @@ def test_cached_decode_equals_full_forward(params):
 
 
 @pytest.mark.parametrize('attn,unroll,split', [('reduce', True, False), ('einsum', True, True),
-                                               ('reduce', False, False), ('auto', True, True)])
+                                               ('reduce', False, False), ('auto', True, True),
+                                               ('pallas', True, True), ('pallas', False, False)])
 def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   """apply_decode (in-place cache writes, a static window, each attention kernel, unrolled or
   scanned layers) gives the full pass's logits; rows it must not write keep their cache."""
@@ -125,3 +126,39 @@ def test_width_ladder_is_exactly_4x_up_to_norms():
   assert [c.d_model for c in fam] == [16, 32, 64, 128]
   ne = np.array([c.param_counts()['non_embedding'] for c in fam], float)
   np.testing.assert_allclose(ne[1:] / ne[:-1], 4.0, rtol=0.03)
+
+
+def test_one_hot_embedding_equals_gather_with_its_gradient():
+  """Small vocabularies embed by one-hot matmul (its gradient is a matmul, not a colliding
+  scatter); values and gradients must equal the gather's exactly."""
+  from ttc_jax.model import transformer
+  cfg = ModelConfig(vocab_size=24, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2,
+                    head_dim=8, d_ff=32, max_len=16, scale_embeddings=True)
+  assert cfg.vocab_size <= transformer.ONE_HOT_MAX_VOCAB
+  params = init_params(cfg, jax.random.key(3))
+  tokens = jax.random.randint(jax.random.key(4), (3, 7), 0, cfg.vocab_size)
+  tokens = tokens.at[0].set(5)   # many repeats of one token: the gather's worst case
+
+  def embed(p, one_hot):
+    model = transformer.Transformer(cfg)
+    if one_hot:
+      return model.apply({'params': p}, tokens, method=transformer.Transformer.embed_tokens)
+    return p['embed']['embedding'][tokens] * cfg.d_model ** 0.5
+
+  got, want = embed(params, True), embed(params, False)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  w = jax.random.normal(jax.random.key(5), want.shape)
+  g1 = jax.grad(lambda p: jnp.sum(embed(p, True) * w))(params)['embed']['embedding']
+  g2 = jax.grad(lambda p: jnp.sum(embed(p, False) * w))(params)['embed']['embedding']
+  np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-6, atol=1e-6)
+
+
+def test_token_cross_entropy_equals_optax():
+  import optax
+  from ttc_jax.train.pretrain import token_cross_entropy
+  logits = jax.random.normal(jax.random.key(0), (2, 5, 11)) * 3
+  targets = jax.random.randint(jax.random.key(1), (2, 5), 0, 11)
+  np.testing.assert_allclose(
+      np.asarray(token_cross_entropy(logits, targets)),
+      np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, targets)),
+      rtol=1e-6, atol=1e-6)

@@ -31,6 +31,11 @@ from ttc_jax.model.config import ModelConfig
 Cache = dict[str, jax.Array]
 
 
+# Vocabularies up to this size embed by one-hot matmul instead of a gather (see
+# Transformer.embed_tokens); the matmul costs 2 x V x D FLOPs per token, small next to a layer.
+ONE_HOT_MAX_VOCAB = 1024
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int | None = None) -> Cache:
   """An empty cache of `length` slots (default cfg.max_len) for `batch` rows."""
   length = cfg.max_len if length is None else length
@@ -173,6 +178,15 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
     sliding = jnp.asarray(cfg.sliding_layers, bool)[layer]
     visible_BxTxW &= _sliding_visible(slot_pos_BxW, positions_BxT, cfg, sliding)
   scale = attention_scale(cfg)
+  if t == 1 and decode_attention_kind(cfg) == 'pallas':
+    from ttc_jax.model import pallas_decode
+    # Row b attends to slots [0, position + 1): the live prefix, read in place.
+    lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
+    block = min(64, window & -window)   # a power of two dividing the window
+    o_BxKxGxH = pallas_decode.decode_attention(
+        q_BxTxKxGxH[:, 0], new_cache['k'], new_cache['v'], layer, lengths_B, window=window,
+        scale=scale, block_s=block)
+    return o_BxKxGxH[:, None].astype(q_BxTxKxGxH.dtype), new_cache
   if t == 1 and decode_attention_kind(cfg) == 'reduce':
     # One query per row: multiply-and-reduce fusions read each cached slot once.
     q_BxKxGx1xH = q_BxTxKxGxH[:, 0, :, :, None, :].astype(jnp.float32)
@@ -304,7 +318,17 @@ class Transformer(nn.Module):
       self.unembed = _dense(cfg, cfg.vocab_size, 'unembed')
 
   def embed_tokens(self, tokens_BxT):
-    x = self.embed(tokens_BxT)
+    cfg = self.cfg
+    if cfg.vocab_size <= ONE_HOT_MAX_VOCAB:
+      # A one-hot matmul: the same values as the gather (one nonzero term per sum), but its
+      # gradient is a matmul. The gather's gradient is a scatter-add of every token into V
+      # rows, and with a small vocabulary those atomics collide: on an H200 it took 72 ms of
+      # a 77 ms pretraining step for a vocabulary of 32 (experiments/bench_train.md).
+      table_VxD = self.embed.embedding.astype(cfg.jnp_dtype)
+      x = jnp.einsum('btv,vd->btd', jax.nn.one_hot(tokens_BxT, cfg.vocab_size,
+                                                   dtype=cfg.jnp_dtype), table_VxD)
+    else:
+      x = self.embed(tokens_BxT)
     if self.cfg.scale_embeddings:
       x = x * jnp.asarray(self.cfg.d_model ** 0.5, x.dtype)
     return x

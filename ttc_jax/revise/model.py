@@ -182,7 +182,7 @@ def _ce_sums(params, batch, *, config: ModelConfig):
   visible = (seg_in[:, :, None] == seg_in[:, None, :]) & (seg_in[:, None, :] > 0)
   logits, _ = apply(params, tokens[:, :-1], batch['positions'][:, :-1], None, visible,
                     config=config)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+  ce = pretrain_lib.token_cross_entropy(logits, tokens[:, 1:])
   mask = batch['loss_mask'][:, 1:]
   return (ce * mask).sum(), mask.sum()
 

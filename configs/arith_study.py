@@ -51,7 +51,8 @@ def get_config(arg=None):
       steps=(1500, 2000, 2500, 3000, 4000) if not local else (100, 150, 200),
       batch_size=256, seq_len=255, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
       weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0, log_every=100,
-      ckpt_every=1000, max_to_keep=2, seed_offset=0, loss_on_prompt=False,
+      ckpt_every=1000, max_to_keep=2, seed_offset=0, loss_on_prompt=False, pack=True,
+      unroll_layers=not local,   # the GPU step is faster unrolled; CPU compiles it slower
       eval_problems=500, eval_batch=500,
       peak_flops=7.9e14))   # bf16 matmul peak measured on one H200 (experiments/)
 

@@ -36,7 +36,8 @@ def get_config(arg=None):
       steps=(400, 500, 500) if not tiny else (20,), batch_size=32, seq_len=255, lr=1e-2,
       warmup_steps=50, min_lr_ratio=0.1, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8,
       clip_norm=1.0, log_every=50, ckpt_every=300, max_to_keep=2, seed_offset=0,
-      loss_on_prompt=False, eval_problems=200 if not tiny else 32, eval_batch=256, peak_flops=0.0))
+      loss_on_prompt=False, pack=True, unroll_layers=False,   # unrolled compiles slower on CPU
+      eval_problems=200 if not tiny else 32, eval_batch=256, peak_flops=0.0))
 
   c.sample_bank = ml_collections.ConfigDict(dict(
       n_samples=64 if not tiny else 8, problems=200 if not tiny else 16, temperature=1.0,

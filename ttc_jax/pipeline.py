@@ -106,9 +106,11 @@ def _pretrain_run(member: str, index: int):
     seed = stage_seed(cfg, stage.name)
     batch_fn = pretrain_lib.epoch_batches(data, p.batch_size, seed)
     steps = p.steps_for(index)
+    # Same parameters either way; only the train step's layer loop is unrolled.
+    train_cfg = dataclasses.replace(mcfg, scan_unroll=mcfg.n_layers) if p.unroll_layers else mcfg
     counts = mcfg.param_counts()
     result = train_lib.train(
-        loss_fn=lambda params, b, rng: pretrain_lib.lm_loss(params, b, rng, config=mcfg,
+        loss_fn=lambda params, b, rng: pretrain_lib.lm_loss(params, b, rng, config=train_cfg,
                                                             packed=p.pack),
         init_fn=lambda: init_params(mcfg, jax.random.key(seed)),
         batch_fn=batch_fn, cfg=p, total_steps=steps, mesh=make_mesh(cfg.mesh),

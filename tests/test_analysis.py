@@ -223,3 +223,20 @@ def test_matched_comparison():
   assert far['small_acc_at_max_budget'] == pytest.approx(1.1)
   k079 = 14 + 39 / 0.79
   assert table.loc[(5, 0.79), 'small_acc'] == pytest.approx(0.1 * math.log2(k079))
+
+
+def test_accuracy_curve_caps_monte_carlo_draws_by_budget():
+  """Large budgets draw fewer subsets (k x subsets <= max_draws, at least min_subsets): the
+  curve equals subset_accuracy_mc run with that many draws and the same seed."""
+  from ttc_jax.analysis import estimators
+  rng = np.random.default_rng(0)
+  a = rng.integers(-1, 4, (6, 64))
+  c = a == 1
+  got = estimators.accuracy_curve(a, None, c, [2, 32], 'majority', max_draws=256,
+                                  min_subsets=40, seed=5)
+  small = estimators.subset_accuracy_exact(a, None, c, [2], 'majority')[:, 0]   # C(64,2) small
+  big = estimators.subset_accuracy_mc(a, None, c, [32], 'majority', 40, seed=6).per_problem[:, 0]
+  np.testing.assert_allclose(got[:, 0], small)
+  np.testing.assert_allclose(got[:, 1], big)
+  other = estimators.subset_accuracy_mc(a, None, c, [32], 'majority', 1000, seed=6)
+  assert not np.allclose(got[:, 1], other.per_problem[:, 0])

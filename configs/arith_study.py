@@ -13,13 +13,15 @@ FLOPs-matched comparison's pair). Stages resume, so the run can be split into ca
 end within a time limit. The task is harder than the quickstart's (2-10 operations, operands up to 20): in a GPU
 smoke run (experiments/gpu_smoke_2026-11-29.md) the quickstart-sized task left even the
 131K-parameter member at 97% pass@1, with no room for test-time compute to show.
-Expected time on one H200: not yet measured end to end. In the second attempt
-(experiments/gpu_study_2026-11-29b.md) pretraining on 255-token packed rows ran at 0.1% MFU,
-3 of 5 members in 376 s. Two untested alternatives:
-- --config.pretrain.seq_len=159: the longest example is 152 tokens.
-- --config.pretrain.pack=False --config.family.attention_impl=cudnn: one example per row,
-  with fused attention.
-experiments/gpu/pretrain_phases.py times them.
+Expected time on one H200: not yet measured end to end. In the third attempt
+(experiments/gpu_study_2026-11-29c.md), with 600 steps per member, pretraining took 392 s
+for all five members once the embedding's scatter-add gradient was replaced by a one-hot
+matmul (it took 88% of each step). The sample bank then took 55 s and the train bank 14 s.
+The run then stalled in the PRM's bank curves, which are now capped. Members l and xl
+dominate pretraining (89 s and 164 s); head_dim 16 keeps cuDNN attention out, so the
+float32 attention logits are the suspected cost. To time the alternatives, run
+experiments/gpu/pretrain_profile.sh with PHASE_ARGS='--config.family.head_dim=32' or
+PHASE_ARGS='--config.pretrain.seq_len=159'.
 """
 
 import ml_collections

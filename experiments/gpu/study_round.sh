@@ -30,7 +30,8 @@ for i in $(seq 1 $WAIT); do [ -f $S/DONE ] && break; sleep 1; done
 export PYTHONPATH=/tmp/site:$PWD
 timeout 30 $PY -m ttc_jax.cli stages $R > $S/stages.txt 2>&1
 cp $S/env.txt $S/log.txt $S/stages.txt $OUT/ 2>/dev/null
-[ -f $S/DONE ] && cp $S/report_log.txt $R/summary.json $R/report.md $OUT/ 2>/dev/null
+cp $R/summary.json $OUT/ 2>/dev/null   # stages finished so far (greedy accuracy, bank pass@1)
+[ -f $S/DONE ] && cp $S/report_log.txt $R/report.md $OUT/ 2>/dev/null
 (cd $R 2>/dev/null && tar czf $OUT/artifacts.tgz $(ls -d figures */summary.json */*.json analysis/*.parquet search/results.parquet revisions/results.parquet revisions/*.json prm/*.json orm/*.json 2>/dev/null) 2>/dev/null)
 echo "done=$([ -f $S/DONE ] && echo yes || echo no) elapsed=$(( $(date +%s) - $(cat $S/t0 2>/dev/null || date +%s) ))s"
 cat $S/stages.txt | tail -25; grep -n -i -A8 traceback $S/log.txt | tail -30; tail -5 $S/log.txt

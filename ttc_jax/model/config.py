@@ -61,7 +61,10 @@ class ModelConfig:
   # Execution choices for cached decoding (one query per row; `apply_decode`):
   # 'reduce': float32 multiply-and-reduce fusions over the cached window; 'einsum': bf16
   # batched matrix-vector products with float32 accumulation; 'auto': reduce when every
-  # query head has its own kv head, einsum for grouped queries.
+  # query head has its own kv head, einsum for grouped queries; 'pallas': the split-K Pallas
+  # kernel (model/pallas_decode.py) reading exactly each row's live prefix (opt-in: measured
+  # faster in isolation on an H200 for one query head per kv head, not yet end to end;
+  # interpreted, slowly, off GPU; not with soft-capping or sliding windows).
   decode_attention: str = 'auto'
   # True: the sampler gives each layer its own weight buffers (`split_layers`) and unrolls the
   # layers; False: a layer scan over the stacked weights (compiles faster).
@@ -115,9 +118,12 @@ class ModelConfig:
                         "float16 (cuDNN flash attention has no float32 kernel).")
     if self.remat not in ('none', 'dots', 'full'):
       raise ConfigError(f"{key}.remat must be 'none', 'dots' or 'full', got {self.remat!r}.")
-    if self.decode_attention not in ('auto', 'reduce', 'einsum'):
-      raise ConfigError(f"{key}.decode_attention must be 'auto', 'reduce' or 'einsum', got "
-                        f'{self.decode_attention!r}.')
+    if self.decode_attention not in ('auto', 'reduce', 'einsum', 'pallas'):
+      raise ConfigError(f"{key}.decode_attention must be 'auto', 'reduce', 'einsum' or "
+                        f"'pallas', got {self.decode_attention!r}.")
+    if self.decode_attention == 'pallas' and (self.attn_logit_softcap or self.sliding_window):
+      raise ConfigError(f"{key}.decode_attention='pallas' supports neither attention logit "
+                        "soft-capping nor sliding windows; use 'auto'.")
     if not isinstance(self.scan_unroll, int) or not 1 <= self.scan_unroll <= self.n_layers:
       raise ConfigError(f'{key}.scan_unroll must be an integer in [1, {key}.n_layers='
                         f'{self.n_layers}], got {self.scan_unroll!r}.')

@@ -1,0 +1,152 @@
+"""Pallas split-K decode attention (interpret mode on CPU): equality with a per-row reference,
+dead cache slots never affecting the output, split counts, traced layers, argument errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ttc_jax.model.pallas_decode import auto_splits, decode_attention
+
+B, K, S, H, L = 4, 2, 64, 16, 2
+BLOCK = 16
+SCALE = H ** -0.5
+# One slot, a partial block, exactly a block boundary, the full window.
+LENGTHS = np.array([1, 37, 32, 64], np.int32)
+TOL = {jnp.float32: dict(atol=2e-5, rtol=2e-5), jnp.bfloat16: dict(atol=2e-2, rtol=2e-2)}
+
+
+def make_inputs(groups, dtype, seed=0, q_dtype=None):
+  """Random q, k, v (numpy's generator: jax.random's first compile costs seconds here)."""
+  rng = np.random.default_rng(seed)
+  q = rng.standard_normal((B, K, groups, H), np.float32).astype(q_dtype or dtype)
+  k = (2.0 * rng.standard_normal((L, B, K, S, H), np.float32)).astype(dtype)
+  v = rng.standard_normal((L, B, K, S, H), np.float32).astype(dtype)
+  return jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
+
+
+def reference(q, k, v, layer, lengths):
+  """Per row: softmax over the live slots only, float32 throughout."""
+  q, k, v = (np.asarray(jnp.asarray(x, jnp.float32)) for x in (q, k, v))
+  out = np.zeros(q.shape, np.float32)
+  for b, n in enumerate(lengths):
+    keys, values = k[layer, b, :, :n], v[layer, b, :, :n]  # [K, n, H]
+    logits = np.einsum('kgh,knh->kgn', q[b], keys) * SCALE
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    out[b] = np.einsum('kgn,knh->kgh', probs, values)
+  return out
+
+
+def check(out, q, want):
+  assert out.shape == q.shape and out.dtype == q.dtype
+  np.testing.assert_allclose(np.asarray(out.astype(jnp.float32)), want, **TOL[q.dtype.type])
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('groups', [1, 4])
+@pytest.mark.parametrize('n_splits', [1, 2, 0])
+def test_matches_reference(dtype, groups, n_splits):
+  q, k, v = make_inputs(groups, dtype)
+  lengths = jnp.asarray(LENGTHS)
+  for layer in (0, 1):
+    out = decode_attention(q, k, v, layer, lengths, window=S, scale=SCALE, block_s=BLOCK,
+                           n_splits=n_splits)
+    check(out, q, reference(q, k, v, layer, LENGTHS))
+
+
+@pytest.mark.parametrize('groups', [3, 8])
+def test_float32_queries_over_bf16_cache(groups):
+  """G > 1 over a 16-bit cache runs on tensor-core dots (G padded to 16 rows, float32 operands
+  split into hi + lo halves): the float32 output still matches to ~float32 accuracy."""
+  q, k, v = make_inputs(groups, jnp.bfloat16, seed=4, q_dtype=np.float32)
+  for n_splits in (1, 0):
+    out = decode_attention(q, k, v, 1, jnp.asarray(LENGTHS), window=S, scale=SCALE,
+                           block_s=BLOCK, n_splits=n_splits)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out), reference(q, k, v, 1, LENGTHS), atol=5e-5,
+                               rtol=5e-5)
+
+
+def poison(cache, layer, lengths, value):
+  """`value` in every slot at or beyond each row's length of `layer`, and all other layers."""
+  dead_BxS = np.arange(S)[None, :] >= lengths[:, None]
+  c = np.array(jnp.asarray(cache, jnp.float32))
+  c[layer][dead_BxS[:, None, :, None].repeat(K, 1).repeat(H, 3)] = value
+  c[np.arange(L) != layer] = value
+  return jnp.asarray(c, cache.dtype)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('groups,n_splits', [(1, 1), (4, 0)])
+@pytest.mark.parametrize('value', [np.nan, 1e4])
+def test_dead_slots_never_read(dtype, groups, n_splits, value):
+  q, k, v = make_inputs(groups, dtype, seed=1)
+  layer = 1
+  want = reference(q, k, v, layer, LENGTHS)
+  k_bad, v_bad = (poison(c, layer, LENGTHS, value) for c in (k, v))
+  out = decode_attention(q, k_bad, v_bad, layer, jnp.asarray(LENGTHS), window=S, scale=SCALE,
+                         block_s=BLOCK, n_splits=n_splits)
+  check(out, q, want)
+
+
+def test_window_below_cache_size():
+  """Slots in [window, S) are never read; lengths above the window are clipped to it."""
+  q, k, v = make_inputs(4, jnp.float32, seed=2)
+  window, lengths = 48, np.array([1, 37, 32, 48], np.int32)
+  want = reference(q, k, v, 0, lengths)
+  k_bad, v_bad = (poison(c, 0, lengths, np.nan) for c in (k, v))
+  for n_splits in (1, 0):
+    out = decode_attention(q, k_bad, v_bad, 0, jnp.asarray(lengths), window=window,
+                           scale=SCALE, block_s=BLOCK, n_splits=n_splits)
+    check(out, q, want)
+  over = decode_attention(q, k, v, 0, jnp.asarray([1, 37, 32, 60]), window=window,
+                          scale=SCALE, block_s=BLOCK)
+  check(over, q, want)
+
+
+def test_traced_layer_under_jit_and_scan():
+  """A traced layer index (as in a scan over layers) reads the same slots as a static one."""
+  q, k, v = make_inputs(4, jnp.bfloat16, seed=3)
+  lengths = jnp.asarray(LENGTHS)
+
+  @jax.jit
+  def all_layers(q, k, v, lengths):
+    def step(_, layer):
+      return None, decode_attention(q, k, v, layer, lengths, window=S, scale=SCALE,
+                                    block_s=BLOCK, n_splits=2)
+    return jax.lax.scan(step, None, jnp.arange(L))[1]
+
+  outs = all_layers(q, k, v, lengths)
+  for layer in range(L):
+    check(outs[layer], q, reference(q, k, v, layer, LENGTHS))
+
+
+def test_auto_splits():
+  assert auto_splits(3, 2, 64, 16) == 4  # capped by the 4 blocks of the window
+  assert auto_splits(16, 4, 1024, 64) == 5  # ceil(264 / 64)
+  assert auto_splits(4096, 4, 128, 64) == 1
+
+
+@pytest.mark.parametrize('change,match', [
+    (dict(window=S + 16), 'window'),
+    (dict(window=0), 'window'),
+    (dict(block_s=24), 'block_s'),
+    (dict(window=48, block_s=32), 'block_s'),
+    (dict(n_splits=-1), 'n_splits'),
+    (dict(layer=L), 'layer'),
+    (dict(q=jnp.zeros((B, K, 1, 2 * H))), 'q_BxKxGxH'),
+    (dict(q=jnp.zeros((B, K, H))), 'q_BxKxGxH'),
+    (dict(v=jnp.zeros((L, B, K, S // 2, H))), 'v_LxBxKxSxH'),
+    (dict(k=jnp.zeros((B, K, S, H)), v=jnp.zeros((B, K, S, H))), 'k_LxBxKxSxH'),
+    (dict(lengths=jnp.ones((B + 1,), jnp.int32)), 'lengths_B'),
+    (dict(lengths=jnp.ones((B,), jnp.float32)), 'lengths_B'),
+])
+def test_bad_inputs(change, match):
+  q, k, v = make_inputs(1, jnp.float32)
+  args = dict(q=q, k=k, v=v, layer=0, lengths=jnp.asarray(LENGTHS))
+  opts = dict(window=S, scale=SCALE, block_s=BLOCK, n_splits=0)
+  for key, value in change.items():
+    (args if key in args else opts)[key] = value
+  with pytest.raises(ValueError, match=match):
+    decode_attention(args['q'], args['k'], args['v'], args['layer'], args['lengths'], **opts)

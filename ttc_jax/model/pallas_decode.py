@@ -1,0 +1,355 @@
+"""Split-K ("flash-decoding") decode attention over the explicit KV cache, in Pallas.
+
+One query step per row reads cache slots [0, lengths_B[b]) of one layer of the full
+[L, B, K, S, H] cache. The grid is (B, K, n_splits): program (b, k, s) walks key blocks
+s, s + n_splits, s + 2 n_splits, ... of row b that start below lengths_B[b], keeping an
+online softmax (running max m, sum l, accumulator acc[G, H], all float32) for the G query
+heads that share kv head k, and writes its partial (m, l, acc). A small JAX epilogue merges
+the splits with log-sum-exp rescaling.
+
+G = 1 (and float32 caches) use elementwise multiply + reduce; G > 1 over a 16-bit cache pads
+the queries to 16 rows and uses tensor-core dots (Triton needs dims >= 16), splitting the
+float32 operands into hi + lo 16-bit halves so results keep float32-level accuracy.
+
+Dead blocks cost no memory traffic: the block loop's trip count is computed from the row's
+length, so blocks at or beyond it are never visited, and the one partial block is read with
+a masked load (slots at or beyond the length are neither fetched nor used). The layer is
+selected by the BlockSpec index map (or, for a traced layer, by an index inside the kernel),
+so the cache is never sliced or copied in JAX.
+
+Usage:
+  out_BxKxGxH = decode_attention(q_BxKxGxH, cache['k'], cache['v'], layer, lengths_B,
+                                 window=w, scale=h ** -0.5)
+
+Micro-benchmark (GPU):
+  python -m ttc_jax.model.pallas_decode --batch 4096 --kv-heads 4 --groups 1 \
+      --head-dim 64 --seq 128 --live 80 --layers 4
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+# Programs that fill an H100/H200 (132 SMs, two resident programs each) when B*K is small.
+_TARGET_PROGRAMS = 264
+
+
+def _is_pow2(n: int) -> bool:
+  return n >= 1 and (n & (n - 1)) == 0
+
+
+def auto_splits(batch: int, kv_heads: int, window: int, block_s: int) -> int:
+  """Splits per (row, kv head): enough programs for ~132 SMs, at most one per key block."""
+  n_blocks = window // block_s
+  return max(1, min(n_blocks, math.ceil(_TARGET_PROGRAMS / (batch * kv_heads))))
+
+
+def _split_hi_lo(x, dtype):
+  """x (float32) as hi + lo in `dtype`: two 16-bit dot operands carrying ~16 mantissa bits."""
+  hi = x.astype(dtype)
+  return hi, (x - hi.astype(jnp.float32)).astype(dtype)
+
+
+def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
+            dynamic_layer: bool, use_dot: bool):
+  """One (row b, kv head k, split s) program; see the module docstring.
+
+  Refs: q [G, H]; k, v [S, H] (static layer) or [L, S, H] (dynamic layer); length [];
+  layer [1] (dynamic layer only); outputs acc [G, H], m [G], l [G] (float32).
+
+  use_dot=False: each query group g keeps its own (m, l, acc[H]) and the logits are an
+  elementwise multiply + reduce over H (no tiny matmul). use_dot=True (16-bit caches, G > 1):
+  the G queries are padded to 16 rows and both products run as tensor-core dots with float32
+  accumulation; float32 operands (q, probabilities) are split into hi + lo 16-bit parts so
+  the result keeps float32-level accuracy.
+  """
+  if dynamic_layer:
+    q_ref, k_ref, v_ref, len_ref, layer_ref, acc_ref, m_ref, l_ref = refs
+    layer = layer_ref[0]
+    k_rows = lambda sl: k_ref.at[layer, sl, :]
+    v_rows = lambda sl: v_ref.at[layer, sl, :]
+  else:
+    q_ref, k_ref, v_ref, len_ref, acc_ref, m_ref, l_ref = refs
+    k_rows = lambda sl: k_ref.at[sl, :]
+    v_rows = lambda sl: v_ref.at[sl, :]
+  split = pl.program_id(2)
+  length = len_ref[()]
+  live_blocks = lax.div(length + (block_s - 1), block_s)
+  # Blocks split, split + n, ... below live_blocks; live_blocks >= 1 > split - n keeps the
+  # numerator non-negative, so truncating division is floor division.
+  n_iter = lax.div(live_blocks - split + (n_splits - 1), n_splits)
+  head_dim = q_ref.shape[-1]
+  queries = [q_ref[g, :].astype(jnp.float32) for g in range(n_groups)]
+  offsets = jnp.arange(block_s, dtype=jnp.int32)
+
+  def load_block(i):
+    start = pl.multiple_of((split + i * n_splits) * block_s, block_s)
+    live_S = (start + offsets) < length  # slot `start` is always live
+    rows = pl.ds(start, block_s)
+    # Masked loads: dead slots of the partial block are not fetched; zero them explicitly
+    # since a masked-off lane's value is unspecified.
+    keys = plgpu.load(k_rows(rows), mask=live_S[:, None])
+    values = plgpu.load(v_rows(rows), mask=live_S[:, None])
+    keys = jnp.where(live_S[:, None], keys, jnp.zeros_like(keys))
+    values = jnp.where(live_S[:, None], values, jnp.zeros_like(values))
+    return live_S, keys, values
+
+  def online_update(m, l, acc, logits, live, pv):
+    """Online softmax step; logits [..., S] (dead slots -> -inf), pv(p) = p @ values."""
+    logits = jnp.where(live, logits, -jnp.inf)
+    m_new = jnp.maximum(m, jnp.max(logits, axis=-1))
+    alpha = jnp.exp(m - m_new)
+    col = (lambda x: x[:, None]) if m.ndim else (lambda x: x)
+    p = jnp.exp(logits - col(m_new))
+    return m_new, alpha * l + jnp.sum(p, axis=-1), col(alpha) * acc + pv(p)
+
+  if use_dot:
+    rows_P = jnp.arange(16, dtype=jnp.int32)
+    q_PxH = jnp.zeros((16, head_dim), jnp.float32)
+    for g, q_H in enumerate(queries):
+      q_PxH = jnp.where(rows_P[:, None] == g, q_H[None, :], q_PxH)
+    cache_dtype = k_ref.dtype
+    q_hi, q_lo = _split_hi_lo(q_PxH, cache_dtype)
+    q_exact = jnp.dtype(q_ref.dtype) == jnp.dtype(cache_dtype)
+    dims = dict(preferred_element_type=jnp.float32)
+    contract_h = (((1,), (1,)), ((), ()))  # [P, H] x [S, H] -> [P, S]
+    contract_s = (((1,), (0,)), ((), ()))  # [P, S] x [S, H] -> [P, H]
+
+    def body(i, carry):
+      live_S, keys, values = load_block(i)
+      logits = lax.dot_general(q_hi, keys, contract_h, **dims)
+      if not q_exact:
+        logits += lax.dot_general(q_lo, keys, contract_h, **dims)
+
+      def pv(p_PxS):
+        p_hi, p_lo = _split_hi_lo(p_PxS, cache_dtype)
+        return (lax.dot_general(p_hi, values, contract_s, **dims) +
+                lax.dot_general(p_lo, values, contract_s, **dims))
+
+      return online_update(*carry, logits * scale, live_S[None, :], pv)
+
+    init = (jnp.full((16,), -jnp.inf, jnp.float32), jnp.zeros((16,), jnp.float32),
+            jnp.zeros((16, head_dim), jnp.float32))
+    m_P, l_P, acc_PxH = lax.fori_loop(0, n_iter, body, init)
+    for g in range(n_groups):
+      is_g = rows_P == g
+      acc_ref[g, :] = jnp.sum(jnp.where(is_g[:, None], acc_PxH, 0.0), axis=0)
+      m_ref[g] = jnp.max(jnp.where(is_g, m_P, -jnp.inf))
+      l_ref[g] = jnp.sum(jnp.where(is_g, l_P, 0.0))
+    return
+
+  def body(i, carry):
+    live_S, keys, values = load_block(i)
+    keys_SxH, values_SxH = keys.astype(jnp.float32), values.astype(jnp.float32)
+    pv = lambda p_S: jnp.sum(p_S[:, None] * values_SxH, axis=0)
+    return tuple(
+        online_update(m, l, acc_H, jnp.sum(keys_SxH * q_H[None, :], axis=1) * scale,
+                      live_S, pv)
+        for q_H, (m, l, acc_H) in zip(queries, carry))
+
+  init = tuple((jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32))
+               for _ in range(n_groups))
+  for g, (m, l, acc_H) in enumerate(lax.fori_loop(0, n_iter, body, init)):
+    acc_ref[g, :] = acc_H
+    m_ref[g] = m
+    l_ref[g] = l
+
+
+def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: jax.Array,
+                     layer, lengths_B: jax.Array, *, window: int, scale: float,
+                     block_s: int = 64, n_splits: int = 0,
+                     interpret: bool | None = None) -> jax.Array:
+  """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache.
+
+  Equals, per row b, kv head k, group g: softmax((q[b,k,g] . keys) * scale) @ values over
+  keys/values = cache[layer, b, k, :lengths_B[b]], computed in float32.
+
+  Args:
+    q_BxKxGxH: queries, G query heads per kv head.
+    k_LxBxKxSxH: the full key cache (all layers); read in place, never sliced.
+    v_LxBxKxSxH: the full value cache, same shape as k_LxBxKxSxH.
+    layer: the layer to read; a Python int (selected by the BlockSpec index map) or a
+      traced int32 scalar (selected inside the kernel; e.g. a scanned layer index).
+    lengths_B: live slots per row, integer; 1 <= lengths_B[b] <= window (values above
+      window are clipped to window; a length of 0 gives NaN, like an empty softmax).
+    window: static bound on the lengths; key blocks cover slots [0, window).
+    scale: logit scale, e.g. head_dim ** -0.5.
+    block_s: key slots per block; a power of two dividing window.
+    n_splits: programs per (row, kv head) along the keys; 0 picks auto_splits(...).
+      Capped at window // block_s.
+    interpret: run the Pallas interpreter; None means interpret unless the default backend
+      is 'gpu'.
+
+  Returns:
+    [B, K, G, H] attention output in q's dtype.
+
+  Raises:
+    ValueError: for mismatched shapes or bad window / block_s / n_splits / layer.
+  """
+  if q_BxKxGxH.ndim != 4:
+    raise ValueError(f'q_BxKxGxH must be [B, K, G, H], got shape {q_BxKxGxH.shape}')
+  if k_LxBxKxSxH.ndim != 5:
+    raise ValueError(f'k_LxBxKxSxH must be [L, B, K, S, H], got shape {k_LxBxKxSxH.shape}')
+  if v_LxBxKxSxH.shape != k_LxBxKxSxH.shape:
+    raise ValueError(f'v_LxBxKxSxH shape {v_LxBxKxSxH.shape} != k_LxBxKxSxH shape '
+                     f'{k_LxBxKxSxH.shape}')
+  n_layers, batch, kv_heads, slots, head_dim = k_LxBxKxSxH.shape
+  _, _, n_groups, _ = q_BxKxGxH.shape
+  if q_BxKxGxH.shape != (batch, kv_heads, n_groups, head_dim):
+    raise ValueError(f'q_BxKxGxH shape {q_BxKxGxH.shape} does not match the cache '
+                     f'(B, K, H) = {(batch, kv_heads, head_dim)}')
+  if (jnp.shape(lengths_B) != (batch,)
+      or not jnp.issubdtype(jnp.result_type(lengths_B), jnp.integer)):
+    raise ValueError(f'lengths_B must be an integer [B={batch}] array, got '
+                     f'{jnp.result_type(lengths_B)}{list(jnp.shape(lengths_B))}')
+  if not _is_pow2(head_dim):
+    raise ValueError(f'head dim H={head_dim} of k_LxBxKxSxH must be a power of two')
+  if not isinstance(window, int) or not 1 <= window <= slots:
+    raise ValueError(f'window={window!r} must be an int in [1, S={slots}]')
+  if not isinstance(block_s, int) or not _is_pow2(block_s):
+    raise ValueError(f'block_s={block_s!r} must be a power of two')
+  if window % block_s:
+    raise ValueError(f'block_s={block_s} must divide window={window}')
+  if not isinstance(n_splits, int) or n_splits < 0:
+    raise ValueError(f'n_splits={n_splits!r} must be an int >= 0 (0: automatic)')
+  dynamic_layer = not isinstance(layer, (int, np.integer))
+  if dynamic_layer:
+    if jnp.shape(layer) != () or not jnp.issubdtype(jnp.result_type(layer), jnp.integer):
+      raise ValueError(f'layer must be an int or an integer scalar, got {layer!r}')
+  elif not 0 <= layer < n_layers:
+    raise ValueError(f'layer={layer} out of range for L={n_layers} layers')
+  if interpret is None:
+    interpret = jax.default_backend() != 'gpu'
+  n_blocks = window // block_s
+  splits = auto_splits(batch, kv_heads, window, block_s) if n_splits == 0 else n_splits
+  use_dot = (1 < n_groups <= 16 and jnp.dtype(k_LxBxKxSxH.dtype).itemsize == 2
+             and block_s >= 16 and head_dim >= 16)
+  return _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
+                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None,
+                 static_layer=None if dynamic_layer else int(layer), window=window,
+                 scale=float(scale), block_s=block_s, splits=min(splits, n_blocks),
+                 use_dot=use_dot, interpret=bool(interpret))
+
+
+@functools.partial(jax.jit, static_argnames=('static_layer', 'window', 'scale', 'block_s',
+                                             'splits', 'use_dot', 'interpret'))
+def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, *, static_layer,
+            window, scale, block_s, splits, use_dot, interpret):
+  """decode_attention after validation: the pallas_call and the split-merging epilogue."""
+  n_layers, batch, kv_heads, slots, head_dim = k_LxBxKxSxH.shape
+  n_groups = q_BxKxGxH.shape[2]
+  lengths_B = jnp.minimum(lengths_B.astype(jnp.int32), window)
+  q_spec = pl.BlockSpec((None, None, n_groups, head_dim), lambda b, k, s: (b, k, 0, 0))
+  len_spec = pl.BlockSpec((None,), lambda b, k, s: (b,))
+  if static_layer is None:
+    kv_spec = pl.BlockSpec((n_layers, None, None, slots, head_dim),
+                           lambda b, k, s: (0, b, k, 0, 0))
+    in_specs = [q_spec, kv_spec, kv_spec, len_spec, pl.BlockSpec((1,), lambda b, k, s: (0,))]
+    operands = (q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
+                jnp.reshape(dynamic_layer, (1,)))
+  else:
+    kv_spec = pl.BlockSpec((None, None, None, slots, head_dim),
+                           lambda b, k, s: (static_layer, b, k, 0, 0))
+    in_specs = [q_spec, kv_spec, kv_spec, len_spec]
+    operands = (q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B)
+
+  kernel = functools.partial(_kernel, n_groups=n_groups, n_splits=splits, block_s=block_s,
+                             scale=scale, dynamic_layer=static_layer is None,
+                             use_dot=use_dot)
+  part_shape = (batch, kv_heads, splits, n_groups)
+  acc_BxKxNxGxH, m_BxKxNxG, l_BxKxNxG = pl.pallas_call(
+      kernel,
+      grid=(batch, kv_heads, splits),
+      in_specs=in_specs,
+      out_specs=[
+          pl.BlockSpec((None, None, None, n_groups, head_dim),
+                       lambda b, k, s: (b, k, s, 0, 0)),
+          pl.BlockSpec((None, None, None, n_groups), lambda b, k, s: (b, k, s, 0)),
+          pl.BlockSpec((None, None, None, n_groups), lambda b, k, s: (b, k, s, 0)),
+      ],
+      out_shape=[
+          jax.ShapeDtypeStruct((*part_shape, head_dim), jnp.float32),
+          jax.ShapeDtypeStruct(part_shape, jnp.float32),
+          jax.ShapeDtypeStruct(part_shape, jnp.float32),
+      ],
+      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+      interpret=interpret,
+      name='decode_attention',
+  )(*operands)
+  if splits == 1:
+    out = acc_BxKxNxGxH[:, :, 0] / l_BxKxNxG[:, :, 0, :, None]
+  else:
+    m_BxKxG = jnp.max(m_BxKxNxG, axis=2)
+    w_BxKxNxG = jnp.exp(m_BxKxNxG - m_BxKxG[:, :, None])  # 0 for splits with no blocks
+    l_BxKxG = jnp.sum(w_BxKxNxG * l_BxKxNxG, axis=2)
+    out = jnp.sum(w_BxKxNxG[..., None] * acc_BxKxNxGxH, axis=2) / l_BxKxG[..., None]
+  return out.astype(q_BxKxGxH.dtype)
+
+
+def reference_decode_attention(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer, lengths_B, *,
+                               window: int, scale: float) -> jax.Array:
+  """Plain-JAX masked attention over k[layer][:, :, :window] (the benchmark's baseline)."""
+  keys = k_LxBxKxSxH[layer][:, :, :window].astype(jnp.float32)
+  values = v_LxBxKxSxH[layer][:, :, :window].astype(jnp.float32)
+  logits = jnp.einsum('bkgh,bksh->bkgs', q_BxKxGxH.astype(jnp.float32), keys) * scale
+  live_BxS = jnp.arange(window)[None, :] < lengths_B[:, None]
+  logits = jnp.where(live_BxS[:, None, None, :], logits, -jnp.inf)
+  probs = jax.nn.softmax(logits, axis=-1)
+  return jnp.einsum('bkgs,bksh->bkgh', probs, values).astype(q_BxKxGxH.dtype)
+
+
+def _main():
+  import argparse
+  import time
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--batch', type=int, default=4096)
+  parser.add_argument('--kv-heads', type=int, default=4)
+  parser.add_argument('--groups', type=int, default=1)
+  parser.add_argument('--head-dim', type=int, default=64)
+  parser.add_argument('--seq', type=int, default=128, help='cache slots S (= window)')
+  parser.add_argument('--live', type=int, default=80, help='live slots per row')
+  parser.add_argument('--layers', type=int, default=4)
+  parser.add_argument('--block-s', type=int, default=64)
+  parser.add_argument('--n-splits', type=int, default=0)
+  parser.add_argument('--dtype', default='bfloat16')
+  parser.add_argument('--iters', type=int, default=50)
+  a = parser.parse_args()
+  b, kh, g, h, s = a.batch, a.kv_heads, a.groups, a.head_dim, a.seq
+  keys = jax.random.split(jax.random.key(0), 3)
+  q = jax.random.normal(keys[0], (b, kh, g, h), a.dtype)
+  k = jax.random.normal(keys[1], (a.layers, b, kh, s, h), a.dtype)
+  v = jax.random.normal(keys[2], (a.layers, b, kh, s, h), a.dtype)
+  lengths = jnp.full((b,), a.live, jnp.int32)
+  layer = a.layers - 1
+  opts = dict(window=s, scale=h ** -0.5)
+  fns = {
+      'pallas': jax.jit(functools.partial(decode_attention, layer=layer, block_s=a.block_s,
+                                          n_splits=a.n_splits, **opts)),
+      'reference': jax.jit(functools.partial(reference_decode_attention, layer=layer, **opts)),
+  }
+  live_bytes = 2 * b * kh * a.live * h * jnp.dtype(a.dtype).itemsize
+  outs = {}
+  print(f'backend={jax.default_backend()} B={b} K={kh} G={g} H={h} S={s} live={a.live} '
+        f'L={a.layers} block_s={a.block_s} splits='
+        f'{a.n_splits or auto_splits(b, kh, s, a.block_s)} dtype={a.dtype}')
+  for name, fn in fns.items():
+    outs[name] = fn(q, k, v, lengths_B=lengths).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(a.iters):
+      out = fn(q, k, v, lengths_B=lengths)
+    out.block_until_ready()
+    us = (time.perf_counter() - t0) / a.iters * 1e6
+    print(f'{name:>9}: {us:9.1f} us/call  {live_bytes / us / 1e3:8.1f} GB/s of live KV')
+  err = jnp.max(jnp.abs(outs['pallas'].astype(jnp.float32) -
+                        outs['reference'].astype(jnp.float32)))
+  print(f'max |pallas - reference| = {float(err):.3g}')
+
+
+if __name__ == '__main__':
+  _main()

@@ -83,6 +83,7 @@ def get_config(arg=None):
       budgets=(1, 2, 4, 8, 16, 32, 64, 128, 256) if not local else (1, 2, 4, 8),
       widths=('sqrt', '4'), lookahead_k=(1, 3), problems=0, max_rounds=12,
       max_step_tokens=12, temperature=1.0, batch_problems=500 if not local else 50,
+      max_rows=16384 if not local else 2048,
       prm_from=''))
 
   c.revisions = ml_collections.ConfigDict(dict(

@@ -64,6 +64,7 @@ def get_config(arg=None):
       budgets=(1, 2, 4, 8, 16, 32, 64, 128, 256) if not local else (1, 2, 4),
       widths=('sqrt', '4'), lookahead_k=(1, 3), problems=0, max_rounds=40,
       max_step_tokens=256, temperature=1.0, batch_problems=50 if not local else 4,
+      max_rows=256 if not local else 64,   # long solutions: whole-solution scoring is [rows, heads, T, S]
       prm_from=''))
 
   # Revisions: the paper's recipe (64 samples per training problem, up to 4 earlier attempts

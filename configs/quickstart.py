@@ -66,7 +66,7 @@ def get_config(arg=None):
                'dvts'),
       budgets=(1, 2, 4, 8, 16) if not tiny else (2, 4), widths=('sqrt', '4'),
       lookahead_k=(1, 3), problems=0, max_rounds=8, max_step_tokens=9, temperature=1.0,
-      batch_problems=100 if not tiny else 8, prm_from=''))
+      batch_problems=100 if not tiny else 8, max_rows=4096, prm_from=''))
 
   # Revisions (paper: 64 samples per problem, N up to 256): CPU-sized here.
   c.revisions = ml_collections.ConfigDict(dict(

@@ -167,6 +167,25 @@ def test_best_of_n_samples_do_not_depend_on_batch(params, policy, oracle, proble
   assert len(set(a.texts[0])) > 1   # the N samples differ from one another
 
 
+def test_max_rows_splits_batches_without_changing_results(params, policy, oracle, problems,
+                                                          monkeypatch):
+  """max_rows caps problems x N per batch (here 8 rows: 2 problems of N = 4 at a time); the
+  results are those of batch_problems=2, since a problem's search ignores its batch."""
+  from ttc_jax.search import run as run_lib
+  sub = problems.take(np.arange(5))
+  sizes = []
+  real = run_lib.tree_search
+  monkeypatch.setattr(run_lib, 'tree_search',
+                      lambda *a, **k: sizes.append(len(a[3])) or real(*a, **k))
+  capped = _run('beam', params, policy, oracle, sub, 4, width=2, batch_problems=24,
+                max_rows=8)
+  assert sizes == [2, 2, 2]   # 5 problems, the last batch padded to 2
+  pairs = _run('beam', params, policy, oracle, sub, 4, width=2, batch_problems=2)
+  pd.testing.assert_frame_equal(capped, pairs)
+  with pytest.raises(ValueError, match='max_rows'):
+    _run('beam', params, policy, oracle, sub, 4, width=2, max_rows=-1)
+
+
 # ---- selection semantics (no model) --------------------------------------------------------------
 def test_select_beam_keeps_top_n_over_m_and_shrinks_with_finished():
   # One problem, N=4, M=2. No finished row: keep the top 2, each twice, best first.

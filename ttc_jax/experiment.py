@@ -187,6 +187,10 @@ class SearchConfig:
   max_step_tokens: int = 16
   temperature: float = 1.0
   batch_problems: int = 64
+  # At most this many rows (problems x N samples or beams) searched at once: fewer problems
+  # per batch at large N. Scoring whole solutions at once holds [rows, heads, T, S] float32
+  # logits: 25,600 rows took 36 GB (arith_study:runlocal at N = 256). 0: no cap.
+  max_rows: int = 16384
   prm_from: str = ''      # a PRM workdir (e.g. runs/other/prm) instead of this run's PRM
 
   def validate(self, key: str = 'search') -> 'SearchConfig':
@@ -206,8 +210,8 @@ class SearchConfig:
     for f in ('max_rounds', 'max_step_tokens', 'batch_problems'):
       if getattr(self, f) < 1:
         raise ConfigError(f'{key}.{f} must be positive, got {getattr(self, f)}.')
-    if self.problems < 0 or self.temperature < 0:
-      raise ConfigError(f'{key}.problems and {key}.temperature must be >= 0.')
+    if self.problems < 0 or self.temperature < 0 or self.max_rows < 0:
+      raise ConfigError(f'{key}.problems, {key}.temperature and {key}.max_rows must be >= 0.')
     return self
 
   def grid(self) -> list[tuple[str, int, str | None, int]]:

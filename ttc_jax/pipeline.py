@@ -324,7 +324,8 @@ def _search_run(run: Run, stage: Stage) -> dict:
                       width=int(width) if width and width.isdigit() else width, k=k,
                       max_rounds=s.max_rounds, max_step_tokens=s.max_step_tokens,
                       cache_len=cache_len, temperature=s.temperature,
-                      batch_problems=s.batch_problems, policy=policy, seconds=seconds,
+                      batch_problems=s.batch_problems, max_rows=s.max_rows, policy=policy,
+                      seconds=seconds,
                       **task_kwargs(task))
       # Wall time of this part, compiles included (the first part of a shape pays them).
       wall[name] = round(time.perf_counter() - t0, 2)

@@ -78,7 +78,7 @@ def run_search(method: str, params, cfg: ModelConfig, scorer: StepScorer | None,
                is_correct: Callable[[str, str], bool], key, width: int | str | None = None,
                k: int = 0, max_rounds: int = MAX_ROUNDS, max_step_tokens: int,
                cache_len: int, temperature: float = 1.0, batch_problems: int = 64,
-               policy: steps_lib.Policy | None = None,
+               max_rows: int = 0, policy: steps_lib.Policy | None = None,
                verifier_cfg: ModelConfig | None = None, seconds: dict | None = None
                ) -> pd.DataFrame:
   """Runs `method` at `budget` generations on every problem; returns RESULT_COLUMNS rows.
@@ -92,6 +92,8 @@ def run_search(method: str, params, cfg: ModelConfig, scorer: StepScorer | None,
     max_rounds (steps), max_step_tokens (tokens), cache_len (tokens), temperature.
     batch_problems: problems searched together (the last batch is padded with repeats of its
       first problem, so every batch compiles to one shape; padding rows are dropped).
+    max_rows: if positive, at most max_rows // N problems per batch (at least one), so the
+      rows held at once (problems x N samples or beams) and their caches stay bounded.
     policy: reuse compiled policy steps across calls (built from cfg/tokenizer otherwise).
     verifier_cfg: the verifier's config for FLOPs (default: scorer.config, else cfg).
     seconds: optional dict, incremented with the per-phase wall time.
@@ -104,6 +106,10 @@ def run_search(method: str, params, cfg: ModelConfig, scorer: StepScorer | None,
     raise ValueError('problems is empty.')
   if not isinstance(batch_problems, (int, np.integer)) or batch_problems < 1:
     raise ValueError(f'batch_problems must be a positive integer, got {batch_problems!r}.')
+  if not isinstance(max_rows, (int, np.integer)) or max_rows < 0:
+    raise ValueError(f'max_rows must be an integer >= 0 (0: no cap), got {max_rows!r}.')
+  if max_rows:
+    batch_problems = max(1, min(batch_problems, max_rows // n))
   longest = int(np.max(problems.lengths))
   steps_lib.check_cache_fits(method, max_rounds, max_step_tokens, longest, cache_len)
   if cache_len > cfg.max_len:

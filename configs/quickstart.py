@@ -6,9 +6,9 @@
 
 Three members 4x apart in non-embedding parameters (8K, 33K, 131K), greedy test accuracy
 rising with size; the policy is s. Variant `:tiny` shrinks everything for smoke tests
-(untrained models: plumbing only). Measured 2026-11-29 on 2 cores: 11 min 28 s for every
-stage, revisions swept to N = 16, family pretraining 306 s; greedy accuracy xs 0.07,
-s 0.15, m 0.90 (experiments/quickstart.md).
+(untrained models: plumbing only). Measured 2026-11-29 on 2 cores: 11 min 20 s for every
+stage, revisions swept to N = 16, family pretraining 315 s; greedy accuracy xs 0.06,
+s 0.125, m 0.88 (experiments/quickstart.md).
 """
 
 import ml_collections

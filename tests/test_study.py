@@ -83,3 +83,34 @@ def test_speed_and_logging_knobs_do_not_rerun_pretraining(tmp_path):
   assert fingerprints(**{'pretrain.peak_flops': '1e12', 'pretrain.log_every': '7'}) == base
   changed = fingerprints(**{'pretrain.lr': '0.02'})
   assert all(changed[n] != base[n] for n in ('pretrain_xs', 'family', 'prm', 'report'))
+
+
+def test_greedy_stage_reuses_pretraining_evaluation(tmp_path, monkeypatch):
+  """When the pretraining evaluation covered exactly the bank's test problems, the greedy
+  stage takes each member's table from it instead of decoding again."""
+  from pathlib import Path
+  import pandas as pd
+  from ttc_jax import configlib, io, pipeline
+  spec = str(Path(__file__).parents[1] / 'configs' / 'quickstart.py') + ':tiny'
+  cfg, plain = configlib.load(spec, {'workdir': str(tmp_path), 'family.members': 'xs',
+                                     'pretrain.eval_problems': '16',
+                                     'sample_bank.problems': '16', 'analysis.big_member': 'xs',
+                                     'policy': 'xs'})
+  run = pipeline.make_run(cfg, plain)
+  run.run(['pretrain_xs'], log=lambda *_: None)
+  saved = io.read_parquet(run.stage_dir('pretrain_xs') / pipeline.GREEDY_TABLE)
+  assert len(saved) == 16
+  calls = []
+  real = pipeline.greedy_table
+  monkeypatch.setattr(pipeline, 'greedy_table', lambda *a, **k: calls.append(1) or real(*a, **k))
+  run.run(['greedy'], log=lambda *_: None)
+  assert calls == []
+  greedy = io.read_parquet(run.stage_dir('greedy') / 'greedy.parquet')
+  pd.testing.assert_frame_equal(greedy.drop(columns='member'), saved)
+  # Other problems than the evaluation's: the stage decodes them itself.
+  cfg2, plain2 = configlib.load(spec, {'workdir': str(tmp_path), 'family.members': 'xs',
+                                       'pretrain.eval_problems': '16',
+                                       'sample_bank.problems': '8',
+                                       'analysis.big_member': 'xs', 'policy': 'xs'})
+  pipeline.make_run(cfg2, plain2).run(['greedy'], log=lambda *_: None)
+  assert calls == [1]

@@ -119,7 +119,8 @@ def _pretrain_run(member: str, index: int):
         metadata={'member': member, 'params': counts['total'],
                   'non_embedding_params': counts['non_embedding']},
         fsdp=cfg.mesh.fsdp, desc=f'pretrain {member}', peak_flops=p.peak_flops or None)
-    acc = evaluate_greedy(run, mcfg, result.params, task)
+    acc = evaluate_greedy(run, mcfg, result.params, task,
+                          save_to=run.stage_dir(stage.name) / GREEDY_TABLE)
     final_loss = result.metrics[-1]['loss'] if result.metrics else float('nan')
     return {'member': member, 'params': counts['total'],
             'non_embedding_params': counts['non_embedding'],
@@ -163,11 +164,19 @@ def _pretrain_data(task_cfg, seq_len: int, loss_on_prompt: bool, pack: bool) -> 
                                       seq_len, loss_on_prompt, pack)
 
 
-def evaluate_greedy(run: Run, mcfg: ModelConfig, params, task) -> dict:
-  """Greedy accuracy on held-out test problems, overall and by number of operations."""
+# A pretraining stage's greedy solutions of its evaluation problems; the greedy stage reuses
+# them when it needs exactly those problems (saves one decode per member).
+GREEDY_TABLE = 'greedy_test.parquet'
+
+
+def evaluate_greedy(run: Run, mcfg: ModelConfig, params, task, save_to=None) -> dict:
+  """Greedy accuracy on held-out test problems, overall and by number of operations.
+  save_to: where to write the per-problem table (`greedy_table`'s columns), if given."""
   problems = task.problem_set('test', run.cfg.pretrain.eval_problems)
-  correct = greedy_table(mcfg, params, task, problems, run.cfg.pretrain.eval_batch)['correct']
-  correct = correct.to_numpy(bool)
+  table = greedy_table(mcfg, params, task, problems, run.cfg.pretrain.eval_batch)
+  if save_to is not None:
+    io.write_parquet(save_to, table)
+  correct = table['correct'].to_numpy(bool)
   out = {'greedy_accuracy': float(correct.mean()), 'eval_problems': len(problems)}
   if 'n_ops' in problems.meta:
     ops = np.asarray(problems.meta['n_ops'])
@@ -183,9 +192,14 @@ def _greedy_run(run: Run, stage: Stage) -> dict:
   task = build_task(cfg)
   problems = test_problems(cfg, task, cfg.sample_bank.problems)
   frames, out = [], {}
+  want_ids = problems.ids.astype(str).tolist()
   for m in cfg.family.members:
-    mcfg, params = load_member(run, m)
-    df = greedy_table(mcfg, params, task, problems, cfg.pretrain.eval_batch)
+    saved = run.stage_dir(f'pretrain_{m}') / GREEDY_TABLE
+    df = io.read_parquet(saved) if saved.exists() else None
+    if df is None or df['problem_id'].astype(str).tolist() != want_ids:
+      # Not pretrained in this run, or evaluated on other problems: decode here.
+      mcfg, params = load_member(run, m)
+      df = greedy_table(mcfg, params, task, problems, cfg.pretrain.eval_batch)
     frames.append(df.assign(member=m))
     out[m] = float(df['correct'].mean())
   io.write_parquet(run.stage_dir(stage.name) / 'greedy.parquet', pd.concat(frames))

@@ -178,16 +178,17 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
     sliding = jnp.asarray(cfg.sliding_layers, bool)[layer]
     visible_BxTxW &= _sliding_visible(slot_pos_BxW, positions_BxT, cfg, sliding)
   scale = attention_scale(cfg)
-  if t == 1 and decode_attention_kind(cfg) == 'pallas':
+  kind = decode_attention_kind(cfg) if t == 1 else 'einsum'
+  if kind == 'pallas':
     from ttc_jax.model import pallas_decode
     # Row b attends to slots [0, position + 1): the live prefix, read in place.
     lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
     block = min(64, window & -window)   # a power of two dividing the window
     o_BxKxGxH = pallas_decode.decode_attention(
         q_BxTxKxGxH[:, 0], new_cache['k'], new_cache['v'], layer, lengths_B, window=window,
-        scale=scale, block_s=block)
-    return o_BxKxGxH[:, None].astype(q_BxTxKxGxH.dtype), new_cache
-  if t == 1 and decode_attention_kind(cfg) == 'reduce':
+        scale=scale, block_s=block)   # in q's dtype
+    return o_BxKxGxH[:, None], new_cache
+  if kind == 'reduce':
     # One query per row: multiply-and-reduce fusions read each cached slot once.
     q_BxKxGx1xH = q_BxTxKxGxH[:, 0, :, :, None, :].astype(jnp.float32)
     logits_BxKxGxW = jnp.sum(q_BxKxGx1xH * keys_BxKxWxH[:, :, None].astype(jnp.float32),

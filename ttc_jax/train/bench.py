@@ -91,12 +91,9 @@ def fused_lm_loss(params, batch, rng, *, config: ModelConfig):
   else:
     w_DxV = params['unembed']['kernel']
   logits_BxTxV = jnp.einsum('btd,dv->btv', h_BxTxD, w_DxV.astype(h_BxTxD.dtype))
-  logits32_BxTxV = logits_BxTxV.astype(jnp.float32)
-  lse_BxT = jax.nn.logsumexp(logits32_BxTxV, axis=-1)
-  vocab_V = jnp.arange(logits_BxTxV.shape[-1])
-  target_BxT = jnp.sum(jnp.where(vocab_V == targets[..., None], logits32_BxTxV, 0.0), -1)
+  ce_BxT = pretrain.token_cross_entropy(logits_BxTxV, targets)
   denom = jnp.maximum(mask.sum(), 1.0)
-  return ((lse_BxT - target_BxT) * mask).sum() / denom, {}
+  return (ce_BxT * mask).sum() / denom, {}
 
 
 def _cost(compiled) -> dict:

@@ -115,3 +115,64 @@ def test_packed_rows_equal_separate_examples():
   # One example per row needs no segment mask: the plain causal pass gives the same loss.
   lu, _ = P.lm_loss(params, single, None, config=CFG, packed=False)
   np.testing.assert_allclose(lu, ls, rtol=1e-5)
+
+
+def _encode_examples_by_loop(prompts, solutions, tok, seq_len, loss_on_prompt, pack):
+  """The packing rule written one example at a time (the layout `encode_examples` documents)."""
+  width = seq_len + 1
+  rows, used = [], width
+  for p, s in zip(prompts, solutions):
+    pt, st = tok.encode(p), tok.encode(s)
+    ex = [tok.bos_id] + pt + st + [tok.eos_id]
+    if not pack or used + len(ex) > width:
+      rows.append([])
+      used = 0
+    rows[-1].append((ex, 1 if loss_on_prompt else 1 + len(pt)))
+    used += len(ex)
+  out = {k: np.zeros((len(rows), width), np.int32) for k in ('tokens', 'positions', 'segments')}
+  out['tokens'][:] = tok.pad_id
+  out['loss_mask'] = np.zeros((len(rows), width), np.float32)
+  for r, row in enumerate(rows):
+    at = 0
+    for seg, (ex, first) in enumerate(row, start=1):
+      out['tokens'][r, at:at + len(ex)] = ex
+      out['positions'][r, at:at + len(ex)] = np.arange(len(ex))
+      out['segments'][r, at:at + len(ex)] = seg
+      out['loss_mask'][r, at + first:at + len(ex)] = 1.0
+      at += len(ex)
+    out['positions'][r, at:] = out['positions'][r, at - 1] + 1 + np.arange(width - at)
+  return out
+
+
+@pytest.mark.parametrize('pack,loss_on_prompt', [(True, False), (True, True), (False, False)])
+def test_encode_examples_equals_example_by_example_packing(pack, loss_on_prompt):
+  from ttc_jax.data import arith
+  from ttc_jax.data.tokenizer import CharTokenizer
+  tok = CharTokenizer()
+  probs = arith.generate(arith.ArithTaskConfig(train_size=300), 'train', 300)
+  prompts, sols = [p.prompt for p in probs], [p.solution for p in probs]
+  # Exact fits: an example of exactly seq_len + 1 tokens, and rows that fill to the last slot.
+  prompts.append('Q:' + '1+' * 13 + '1\n')
+  sols.append('A:' + '9' * (128 - len(prompts[-1]) - 2 - 3) + '\n')
+  assert len(tok.encode(prompts[-1] + sols[-1])) + 2 == 128
+  got = P.encode_examples(prompts, sols, tok, 127, loss_on_prompt, pack)
+  want = _encode_examples_by_loop(prompts, sols, tok, 127, loss_on_prompt, pack)
+  assert len(want['tokens']) < len(prompts) or not pack
+  assert got.keys() == want.keys()
+  for k in want:
+    assert got[k].dtype == want[k].dtype, k
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  assert P.encode_examples([], [], tok, 60)['tokens'].shape == (0, 61)
+
+
+def test_encode_examples_errors_name_the_example_and_the_character():
+  from ttc_jax.data.tokenizer import CharTokenizer
+  tok = CharTokenizer()
+  with pytest.raises(ValueError, match=r"example 1 \('Q:2222"):
+    P.encode_examples(['Q:1\n', 'Q:' + '2' * 70 + '\n'], ['A:1\n', 'A:2\n'], tok, 60)
+  with pytest.raises(ValueError, match=r"\['é'\]"):
+    P.encode_examples(['Q:1\n', 'Q:é\n'], ['A:1\n', 'A:2\n'], tok, 60)
+  with pytest.raises(ValueError, match=r"\['x'\]"):
+    P.encode_examples(['Q:1\n'], ['A:x\n'], tok, 60)
+  ids, lens = tok.encode_many(['Q:12\n', '', 'A:3'])
+  assert ids.tolist() == tok.encode('Q:12\n') + tok.encode('A:3') and lens.tolist() == [5, 0, 3]

@@ -35,9 +35,10 @@ cp $R/summary.json $OUT/ 2>/dev/null   # stages finished so far (greedy accuracy
 (cd $R 2>/dev/null && tar czf $OUT/artifacts.tgz $(ls -d figures */summary.json */*.json analysis/*.parquet search/results.parquet revisions/results.parquet revisions/*.json prm/*.json orm/*.json 2>/dev/null) 2>/dev/null)
 echo "done=$([ -f $S/DONE ] && echo yes || echo no) elapsed=$(( $(date +%s) - $(cat $S/t0 2>/dev/null || date +%s) ))s"
 cat $S/stages.txt | tail -25; grep -n -i -A8 traceback $S/log.txt | tail -30; tail -5 $S/log.txt
-# Time left in this call after the run ended: re-measure the sampler (S and M shapes, no HF).
-if [ "$MODE" = collect ] && [ -f $S/DONE ] && [ $(( $(date +%s) - CALL_T0 )) -lt $(( WAIT - 170 )) ]; then
-  B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 2 --variants auto:1"
-  timeout 80 $B --name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024 --batch 4096,256 --out $OUT/bench_S.json 2>&1 | grep -v Warn | tee $OUT/bench_log.txt
-  timeout 80 $B --name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072 --batch 1024,256 --out $OUT/bench_M.json 2>&1 | grep -v Warn | tee -a $OUT/bench_log.txt
+# Time left in this call after the run ended: the sampler at the S and M shapes (no HF), the
+# default decode attention against the opt-in Pallas kernel, side by side.
+if [ "$MODE" = collect ] && [ -f $S/DONE ] && [ $(( $(date +%s) - CALL_T0 )) -lt $(( WAIT - 220 )) ]; then
+  B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 2 --variants auto:1,pallas:1"
+  timeout 100 $B --name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024 --batch 4096 --out $OUT/bench_S.json 2>&1 | grep -v Warn | tee $OUT/bench_log.txt
+  timeout 100 $B --name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072 --batch 1024 --out $OUT/bench_M.json 2>&1 | grep -v Warn | tee -a $OUT/bench_log.txt
 fi

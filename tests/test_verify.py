@@ -217,6 +217,31 @@ def test_auroc_and_ece_hand_values():
   assert TV.expected_calibration_error([0.2, 0.3], [0.5, 0.5], 2) == pytest.approx(0.25)
 
 
+def test_text_diversity_counts_distinct_texts_by_outcome():
+  bank = pd.DataFrame({
+      'problem_id': ['a'] * 5 + ['b'] * 3 + ['c'],
+      'text': ['A:1', 'A:1', 'A:2', 'A:3', 'A:2', 'A:7', 'A:8', 'A:7', 'A:0'],
+      'correct': [True, True, False, False, False, True, True, True, False]})
+  d = TV.text_diversity(bank, ['a', 'b'])            # 'c' is not asked for
+  # a: correct {A:1} (2 samples), incorrect {A:2, A:3} (3); b: correct {A:7, A:8} (3).
+  assert d == {'distinct_correct_texts': 1.5, 'correct_samples': 2.5, 'problems_with_correct': 2,
+               'distinct_incorrect_texts': 2.0, 'incorrect_samples': 3.0,
+               'problems_with_incorrect': 1}
+  assert TV.text_diversity(bank, ['c'])['distinct_correct_texts'] is None
+
+
+def test_report_explains_plain_best_of_n_below_pass_at_1():
+  from ttc_jax.report.report import _plain_best_of_n_note
+  curves = {'budgets': [1, 4, 16], 'pass@1': [0.6] * 3, 'best_of_n/last': [0.6, 0.4, 0.1]}
+  texts = {'distinct_correct_texts': 1.0, 'correct_samples': 10.0,
+           'distinct_incorrect_texts': 5.5, 'incorrect_samples': 6.0}
+  note = ' '.join(_plain_best_of_n_note(curves, texts))
+  assert '0.100 at N = 16 against pass@1 0.600' in note and '1.0 distinct texts' in note
+  assert 'Weighted best-of-N' in note
+  assert _plain_best_of_n_note({**curves, 'best_of_n/last': [0.6, 0.62, 0.65]}, texts) == []
+  assert 'distinct' not in ' '.join(_plain_best_of_n_note(curves, {}))
+
+
 def test_config_errors_name_the_key():
   with pytest.raises(ConfigError, match='verifier.lr'):
     TV.VerifierConfig(lr=0.0).validate()
@@ -320,6 +345,8 @@ def test_pipeline_end_to_end_and_resume(setup, tmp_path):
   assert out['labels']['shards_computed'] == 2 and out['train']['best_step'] == 2
   assert {'auroc_vs_mc_hard', 'ece_vs_oracle'} <= set(out['heldout_quality'])
   assert out['curves']['budgets'] == [1, 2, 4]
+  texts = out['bank_texts']
+  assert texts['problems_with_correct'] + texts['problems_with_incorrect'] >= 1
   _, meta = TV.load_verifier(tmp_path, CFG, TOK)
   assert meta['policy_checkpoint'] == 'runs/x/pretrain-xs' and meta['labels_digest']
   again = TV.run_prm_pipeline(s['params'], CFG, task, s['bank'], vcfg, tmp_path, mesh,

@@ -57,6 +57,21 @@ def _save(fig, path: Path) -> str:
   return f'{path.parent.name}/{path.name}'   # relative to report.md
 
 
+def _colors(names) -> dict:
+  """One fixed colour per strategy name (sorted), the same in every figure; tab20's
+  dark/light pairs keep a method's variants (beam M=4, M=sqrtN) in one hue."""
+  palette = _plt().get_cmap('tab20').colors
+  return {n: palette[i % len(palette)] for i, n in enumerate(sorted(set(names)))}
+
+
+def _legend_below(fig, ax_or_axes, ncol: int) -> None:
+  """One legend under the panels (from the first axes' handles), clear of every bar."""
+  ax = ax_or_axes if hasattr(ax_or_axes, 'get_legend_handles_labels') else ax_or_axes[0]
+  handles, labels = ax.get_legend_handles_labels()
+  fig.legend(handles, labels, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+             fontsize=7, frameon=False)
+
+
 def _budget_axis(ax):
   ax.set_xscale('log', base=2)
   ax.set_xlabel('test-time budget (generations, log scale)')
@@ -144,7 +159,7 @@ def section_verifiers(run: Path, summ: dict, figs: Path) -> list[str]:
     c = prm['curves']
     b = np.asarray(c['budgets'])
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
     for name, style in (('pass@1', ':'), ('majority', '--')):
       for ax in axes:
         ax.plot(b, c[name], style, color='gray' if name == 'pass@1' else 'black', label=name)
@@ -174,13 +189,35 @@ def section_verifiers(run: Path, summ: dict, figs: Path) -> list[str]:
     if wins:
       out += [f'PRM-weighted best-of-N (last step) beats majority voting at budgets {wins}.', '']
     else:
-      out += ['PRM-weighted best-of-N (last step) does not beat majority voting at any '
-              f"budget on this run. The PRM ranks steps only weakly (AUROC "
-              f"{_fmt(q.get('auroc_vs_oracle'))} against the exact step oracle) and its "
-              f"training labels are mostly near zero (mean soft label "
-              f"{_fmt(prm.get('label_soft_mean'))}): with a policy this weak, rollouts "
-              'rarely reach the answer, so the labels carry little signal.', '']
+      soft = prm.get('label_soft_mean')
+      why = (' With a policy this weak, rollouts rarely reach the answer, so the labels carry '
+             'little signal.' if soft is not None and soft < 0.2 else '')
+      out += ['PRM-weighted best-of-N (last step) does not beat majority voting at any budget '
+              f"on this run (the PRM's step AUROC against the exact step oracle is "
+              f"{_fmt(q.get('auroc_vs_oracle'))}; mean soft label {_fmt(soft)}).{why}", '']
+    out += _plain_best_of_n_note(c, prm.get('bank_texts') or {})
   return out
+
+
+def _plain_best_of_n_note(curves: dict, texts: dict) -> list[str]:
+  """A sentence when plain best-of-N falls below pass@1 as N grows, with the measured cause
+  when the bank's text diversity is known."""
+  plain, p1 = curves.get('best_of_n/last'), curves.get('pass@1')
+  if not plain or not p1 or plain[-1] >= p1[-1] - 0.01:
+    return []
+  n = int(curves['budgets'][-1])
+  out = (f'Plain best-of-N (highest last-step score) falls below pass@1 as N grows: '
+         f'{_fmt(plain[-1])} at N = {n} against pass@1 {_fmt(p1[-1])}.')
+  dc, di = texts.get('distinct_correct_texts'), texts.get('distinct_incorrect_texts')
+  if dc is not None and di is not None:
+    out += (f' A problem\'s correct samples are {_fmt(dc, 1)} distinct texts on average '
+            f"({_fmt(texts.get('correct_samples'), 0)} samples), its incorrect ones "
+            f"{_fmt(di, 1)} ({_fmt(texts.get('incorrect_samples'), 0)} samples): the few "
+            'scores of the correct texts compete with the highest of many distinct wrong '
+            'texts, so every misranking the verifier makes among them can win, and more '
+            'of them are drawn as N grows. Weighted best-of-N sums the scores of each '
+            'answer and does not fall.')
+  return [out, '']
 
 
 def section_search(run: Path, summ: dict, figs: Path) -> list[str]:
@@ -194,14 +231,16 @@ def section_search(run: Path, summ: dict, figs: Path) -> list[str]:
     return ['## Search', '', 'Not run.']
   out = ['## Search against the PRM', '']
   plt = _plt()
+  color = _colors(s['strategy'])
   fig, ax = plt.subplots(figsize=(6.5, 4))
   for name, g in s.groupby('strategy'):
     g = g.sort_values('budget')
-    ax.plot(g['budget'], g['accuracy'], marker='o', ms=3, label=name)
+    ax.plot(g['budget'], g['accuracy'], marker='o', ms=3, label=name, color=color[name],
+            ls='--' if 'sqrt' in name else '-')
   _budget_axis(ax)
   ax.set_ylabel('test accuracy (fraction)')
   ax.set_title('Search methods vs generation budget')
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5), frameon=False)
   out += [f'![search]({_save(fig, figs / "search_methods.png")})', '']
   pivot = s.pivot_table(index='budget', columns='strategy', values='accuracy')
   out += [_table(pivot.reset_index()), '']
@@ -210,15 +249,20 @@ def section_search(run: Path, summ: dict, figs: Path) -> list[str]:
     t = strat[strat['family'] == 'search'].copy()
     t['bin'] = t['problem'].map(bin_of)
     budgets = [b for b in PAPER_BUDGETS if b in set(t['budget'])] or sorted(set(t['budget']))[-3:]
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4 * len(budgets), 3.5), squeeze=False)
+    names = sorted(t['strategy'].unique())
+    color = _colors(set(color) | set(names))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4 * len(budgets), 3.5), squeeze=False,
+                             constrained_layout=True)
     for ax, b in zip(axes[0], budgets):
+      # Every panel has every strategy's column (NaN where it did not run at this budget), so
+      # a strategy keeps its colour and slot across panels and the one legend covers all.
       g = t[t['budget'] == b].groupby(['bin', 'strategy'])['correct'].mean().unstack()
-      g.plot.bar(ax=ax, width=0.85, legend=(b == budgets[0]))
+      g = g.reindex(columns=names)
+      g.plot.bar(ax=ax, width=0.85, legend=False, color=[color[n] for n in names])
       ax.set_title(f'budget {b}')
       ax.set_xlabel('difficulty bin (1 easiest)')
       ax.set_ylabel('accuracy (fraction)')
-    if len(budgets):
-      axes[0][0].legend(fontsize=6)
+    _legend_below(fig, axes[0], ncol=min(len(names), 6))
     out += [f'![search by bin]({_save(fig, figs / "search_by_bin.png")})', '']
   return out
 
@@ -254,13 +298,14 @@ def section_revisions(run: Path, summ: dict, figs: Path) -> list[str]:
                    rule=r['strategy'].str.split('/').str[1])
       rules = sorted(r['rule'].unique())
       plt = _plt()
-      fig, axes = plt.subplots(1, len(rules), figsize=(4.2 * len(rules), 3.6), squeeze=False)
+      fig, axes = plt.subplots(1, len(rules), figsize=(4.4 * len(rules), 3.6), squeeze=False,
+                               constrained_layout=True)
       for ax, rule in zip(axes[0], rules):
         for budget, g in r[r['rule'] == rule].groupby('budget'):
           g = g.sort_values('seq')
           ax.plot(g['seq'], g['accuracy'], marker='o', ms=3, label=f'N={budget}')
         ax.set_xscale('log', base=2)
-        ax.set_xlabel('sequential revisions per chain (N / chains, log scale)')
+        ax.set_xlabel('attempts per chain (N / chains, log scale)')
         ax.set_ylabel('test accuracy (fraction)')
         ax.set_title(f'selection: {rule}', fontsize=10)
         ax.legend(fontsize=7)
@@ -324,7 +369,8 @@ def section_matched(run: Path, summ: dict, figs: Path) -> list[str]:
                     'small_acc_at_max_budget', 'big_acc', 'winner']), '']
   plt = _plt()
   convs = list(m['convention'].unique())
-  fig, axes = plt.subplots(1, len(convs), figsize=(6 * len(convs), 3.8), squeeze=False)
+  fig, axes = plt.subplots(1, len(convs), figsize=(6 * len(convs), 3.8), squeeze=False,
+                           constrained_layout=True)
   for ax, conv in zip(axes[0], convs):
     g = m[m['convention'] == conv]
     bins = sorted(g['bin'].unique())
@@ -344,7 +390,8 @@ def section_matched(run: Path, summ: dict, figs: Path) -> list[str]:
     ax.set_xlabel('difficulty bin (1 easiest)')
     ax.set_ylabel('accuracy (fraction)')
     ax.set_title(f'FLOPs-matched ({conv})')
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc='upper center', bbox_to_anchor=(0.5, -0.16), ncol=2,
+              frameon=False)
   out += [f'![matched]({_save(fig, figs / "flops_matched.png")})', '']
   return out
 

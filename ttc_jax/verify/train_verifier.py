@@ -443,6 +443,27 @@ def bank_curves(scores_PxNxS, mask_PxNxS, answers_PxN, correct_PxN, budgets=None
   return curves
 
 
+def text_diversity(bank_df: pd.DataFrame, problem_ids) -> dict:
+  """Distinct solution texts per problem, among its correct and among its incorrect samples
+  (means over the problems that have any), with the mean sample counts beside them.
+
+  Plain best-of-N reads one score per text: when every correct sample of a problem is the
+  same text, as on a task with one derivation, that one score competes with the highest of
+  many distinct wrong texts, and a noisy verifier loses more often as N grows."""
+  df = bank_df[bank_df['problem_id'].astype(str).isin(set(map(str, problem_ids)))]
+  by = [df['problem_id'].astype(str).to_numpy(), df['correct'].astype(bool).to_numpy()]
+  texts = df['text'].astype(str).groupby(by)
+  distinct, count = texts.nunique(), texts.size()
+  out = {}
+  for flag, name in ((True, 'correct'), (False, 'incorrect')):
+    d = distinct[distinct.index.get_level_values(1) == flag]
+    c = count[count.index.get_level_values(1) == flag]
+    out[f'distinct_{name}_texts'] = float(d.mean()) if len(d) else None
+    out[f'{name}_samples'] = float(c.mean()) if len(c) else None
+    out[f'problems_with_{name}'] = int(len(d))
+  return out
+
+
 def bank_arrays(bank_df: pd.DataFrame, problem_ids):
   """(answers_PxN int ids, correct_PxN bool) of a bank in problem_ids order."""
   df = prm.bank_matrix(bank_df, problem_ids)
@@ -555,6 +576,7 @@ def run_prm_pipeline(policy_params, policy_cfg: ModelConfig, task, bank_df: pd.D
                 'evals': result.evals},
       'heldout_quality': quality,
       'curves': bank_curves(scores, mask, answers, correct),
+      'bank_texts': text_diversity(eval_bank_df, list(ids)),
       'checkpoint': str((workdir / 'best').absolute())}
   summary = _finite_or_none(json.loads(json.dumps(summary, default=io._jsonable)))
   io.write_json(workdir / 'verifier_summary.json', summary)

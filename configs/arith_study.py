@@ -2,26 +2,24 @@
 
   ttc run configs/arith_study.py                         # one H200, bf16
   ttc run configs/arith_study.py:runlocal                # the same graph, CPU-sized
-  ttc run configs/arith_study.py --config.search.budgets=1,4,16,64,256
+  ttc run configs/arith_study.py --config.search.budgets=1,2,4,8,16,32,64,128,256
   ttc report runs/arith_study
 
 Paper values: 500 test problems, 2048 samples per problem for difficulty, PRM labels from 16
 solutions x 16 rollouts per step, budgets 1..256, beam widths sqrt(N) and 4, lookahead k = 1
-and 3, revision ratios seq:par for every N = 1 .. 256.
-Five members ~4x apart in non-embedding parameters (xs is ~16x smaller than m, the
-FLOPs-matched comparison's pair). Stages resume, so the run can be split into calls that each
-end within a time limit. The task is harder than the quickstart's (2-10 operations, operands up to 20): in a GPU
-smoke run (experiments/gpu_smoke_2026-11-29.md) the quickstart-sized task left even the
-131K-parameter member at 97% pass@1, with no room for test-time compute to show.
-Expected time on one H200: not yet measured end to end. In the third attempt
-(experiments/gpu_study_2026-11-29c.md), with 600 steps per member, pretraining took 392 s
-for all five members once the embedding's scatter-add gradient was replaced by a one-hot
-matmul (it took 88% of each step). The sample bank then took 55 s and the train bank 14 s.
-The run then stalled in the PRM's bank curves, which are now capped. Members l and xl
-dominate pretraining (89 s and 164 s); head_dim 16 keeps cuDNN attention out, so the
-float32 attention logits are the suspected cost. To time the alternatives, run
-experiments/gpu/pretrain_profile.sh with PHASE_ARGS='--config.family.head_dim=32' or
-PHASE_ARGS='--config.pretrain.seq_len=159'.
+and 3, revision ratios seq:par for every budget. Five members ~4x apart in non-embedding
+parameters (xs is ~16x smaller than m, the FLOPs-matched comparison's pair). Stages resume,
+so the run can be split into calls that each end within a time limit. The task is harder than
+the quickstart's (2-10 operations, operands up to 20): in a GPU smoke run
+(experiments/gpu_smoke_2026-11-29.md) the quickstart-sized task left even the 131K-parameter
+member at 97% pass@1, with no room for test-time compute to show.
+
+Measured on one H200 (experiments/gpu_study_2026-11-29d.md): these defaults run end to end in
+1182 s of stage time (19.7 min): pretraining 385 s for the five members, sample bank 72 s
+(1,024,000 samples), PRM 130 s, ORM 84 s, search 284 s (37 method x budget runs on 500
+problems), revisions 203 s. To fit that budget the search grid steps by 4x (1, 4, 16, 64,
+256), revisions run to N = 64, and the larger members train for fewer steps than xs; the
+paper's grid is an override away (first line above; not timed).
 """
 
 import ml_collections
@@ -50,7 +48,7 @@ def get_config(arg=None):
       param_dtype='float32', from_run=''))
 
   c.pretrain = ml_collections.ConfigDict(dict(
-      steps=(1500, 2000, 2500, 3000, 4000) if not local else (100, 150, 200),
+      steps=(1500, 1000, 800, 600, 400) if not local else (100, 150, 200),
       batch_size=256, seq_len=255, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
       weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0, log_every=100,
       ckpt_every=1000, max_to_keep=2, seed_offset=0, loss_on_prompt=False, pack=True,
@@ -61,7 +59,7 @@ def get_config(arg=None):
   c.sample_bank = ml_collections.ConfigDict(dict(
       n_samples=2048 if not local else 32, problems=500 if not local else 50,
       temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=0, batch_size=65536,
-      members=()))
+      members=('xs',) if not local else ()))   # the policy's bank (difficulty, PRM curves)
 
   c.policy = 'xs'
   c.train_bank = ml_collections.ConfigDict(dict(
@@ -71,30 +69,31 @@ def get_config(arg=None):
       policy='', checkpoint='', samples_per_problem=16 if not local else 4,
       rollouts=16 if not local else 4, n_problems=0, rollout_temperature=1.0,
       rollout_rows=65536, shard_problems=512, label='soft', lr=3e-4 if not local else 1e-3,
-      batch_size=128, steps=2000 if not local else 50, warmup_steps=100 if not local else 5,
+      batch_size=128, steps=600 if not local else 50, warmup_steps=100 if not local else 5,
       weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0, holdout_fraction=0.1,
       eval_every=200 if not local else 25, patience=3, ece_bins=10, seed=0)
-  c.prm = ml_collections.ConfigDict(dict(verifier, kind='prm'))
+  # PRM labels: 16 solutions x 16 rollouts per step on 512 training problems (~0.9M rollouts).
+  c.prm = ml_collections.ConfigDict(dict(verifier, kind='prm', n_problems=512 if not local else 0))
   c.orm = ml_collections.ConfigDict(dict(verifier, kind='orm'))
 
   c.search = ml_collections.ConfigDict(dict(
       methods=('best_of_n', 'majority_vote', 'best_of_n_weighted', 'beam', 'lookahead',
                'dvts'),
-      budgets=(1, 2, 4, 8, 16, 32, 64, 128, 256) if not local else (1, 2, 4, 8),
+      budgets=(1, 4, 16, 64, 256) if not local else (1, 2, 4, 8),
       widths=('sqrt', '4'), lookahead_k=(1, 3), problems=0, max_rounds=12,
       max_step_tokens=12, temperature=1.0, batch_problems=500 if not local else 50,
       max_rows=16384 if not local else 2048,
       prm_from=''))
 
   c.revisions = ml_collections.ConfigDict(dict(
-      train_problems=2048 if not local else 64, samples_per_problem=64 if not local else 8,
+      train_problems=512 if not local else 64, samples_per_problem=64 if not local else 8,
       sample_temperature=1.0, sample_batch=65536, max_incorrect=4, val_fraction=0.1,
-      max_attempts=4, context_len=384, max_new_tokens=0, steps=1500 if not local else 20,
+      max_attempts=4, context_len=384, max_new_tokens=0, steps=300 if not local else 20,
       batch_size=64, lr=1e-3, warmup_steps=50 if not local else 2, min_lr_ratio=1.0,
       weight_decay=0.0, eval_every=100 if not local else 5, select='after_min', patience=1,
-      orm_steps=600 if not local else 10, orm_lr=1e-3, orm_batch_size=64,
+      orm_steps=200 if not local else 10, orm_lr=1e-3, orm_batch_size=64,
       orm_sequences_per_problem=16 if not local else 2, score_batch=4096, eval_split='test',
-      eval_problems=500 if not local else 50, max_budget=256 if not local else 4,
+      eval_problems=500 if not local else 50, max_budget=64 if not local else 4,
       temperature=0.8, batch_rows=65536, decode_windows=8, seed=0))
 
   c.analysis = ml_collections.ConfigDict(dict(n_bins=5, big_member='m'))

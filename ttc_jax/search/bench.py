@@ -1,9 +1,14 @@
 """Search benchmark: wall time of beam search versus best-of-N weighted at the same budget.
 
   python -m ttc_jax.search.bench                       # CPU smoke: tiny models, < 1 minute
-  python -m ttc_jax.search.bench --n 256 --m 4 --problems 64 --batch-problems 16 \\
+  python -m ttc_jax.search.bench --n 256 --m 4 --problems 500 --batch-problems 64 \\
+      --d-model 64 --layers 2 --heads 4 --head-dim 16 --d-ff 256 --dtype bfloat16 \\
+      --max-rounds 12 --max-step-tokens 12   # arith_study's policy shape and search settings
+  python -m ttc_jax.search.bench --n 256 --m 4 --problems 64 --batch-problems 4 \\
       --d-model 512 --layers 8 --heads 8 --head-dim 64 --d-ff 2048 --dtype bfloat16 \\
-      --max-rounds 40 --max-step-tokens 32             # GPU scale (the paper's N=256, M=4)
+      --max-rounds 40 --max-step-tokens 32   # the paper's 40 rounds (not yet timed; at 16
+                                             # problems per batch, 4096 rows x 1298 slots ran
+                                             # out of H200 memory)
 
 Both methods run on the same problems with the same policy and the same PRM (incremental,
 `PRMScorer`), each first once untimed (compiles), then timed. Reported per method: seconds,

@@ -188,12 +188,10 @@ def _format(index: int, split: str, operands: Sequence[int], ops: str) -> Proble
                  operands=tuple(int(x) for x in operands), ops=ops, max_abs_value=int(peak))
 
 
-def _draw_chain(cfg: ArithTaskConfig, rng: np.random.Generator, probs: np.ndarray, n_ops: int):
-  """One (operands, ops) chain, or None when a dead end was reached (caller redraws)."""
-  # `rng.choice(len(ops), p=probs)` is this search of one uniform draw in the weights' CDF
-  # (the same draws from the same stream), without choice's ~7 us of argument checks per call.
-  cdf = np.cumsum(probs)
-  cdf /= cdf[-1]
+def _draw_chain(cfg: ArithTaskConfig, rng: np.random.Generator, probs: np.ndarray,
+                cdf: np.ndarray, n_ops: int):
+  """One (operands, ops) chain, or None when a dead end was reached (caller redraws).
+  cdf: the normalised cumulative sum of probs (see `_stream`)."""
   lo_v = -cfg.max_value if cfg.allow_negative else 0
   v = int(rng.integers(cfg.min_operand, cfg.max_operand + 1))
   operands, ops = [v], []
@@ -227,12 +225,16 @@ def _stream(cfg: ArithTaskConfig, split: str, n: int, exclude: frozenset[str],
   # never depend on another split's size, and `n` only takes a prefix.
   rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLIT_INDEX[split], 0x7a11]))
   probs = cfg.op_probs()
+  # `rng.choice(len(ops), p=probs)` is a search of one uniform draw in the weights' CDF: the
+  # same draws from the same stream, without choice's ~7 us of argument checks per call.
+  cdf = np.cumsum(probs)
+  cdf /= cdf[-1]
   out, seen, misses = [], set(), 0
   while len(out) < n:
     # n_ops cycles over [min_ops, max_ops] by output index: every split is exactly stratified
     # by chain length (the main difficulty axis), and rejected draws keep their length.
     n_ops = cfg.min_ops + len(out) % (cfg.max_ops - cfg.min_ops + 1)
-    chain = _draw_chain(cfg, rng, probs, n_ops)
+    chain = _draw_chain(cfg, rng, probs, cdf, n_ops)
     p = None if chain is None else _format(len(out), split, *chain)
     if p is None or p.question in exclude or (unique and p.question in seen):
       misses += 1

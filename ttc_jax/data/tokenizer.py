@@ -53,23 +53,20 @@ class CharTokenizer:
     return len(_SPECIALS) + _CHARS.index(c)
 
   def encode(self, text: str) -> list[int]:
-    try:
-      return [len(_SPECIALS) + _CHARS.index(c) for c in text]
-    except ValueError:
-      bad = sorted({c for c in text if c not in _CHARS})
-      raise ValueError(f'CharTokenizer cannot encode characters {bad!r} in {text[:60]!r}') from None
+    return self.encode_many([text])[0].tolist()
 
   def encode_many(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(ids, lengths): every text's ids concatenated (int32) and each text's length (int64),
-    by one table lookup over the joined bytes (equal to `encode` text by text)."""
+    by one table lookup over the joined bytes."""
     lengths = np.fromiter(map(len, texts), np.int64, len(texts))
     try:
       ids = _BYTE_IDS[np.frombuffer(''.join(texts).encode('ascii'), np.uint8)]
     except UnicodeEncodeError:
       ids = None
     if ids is None or (ids < 0).any():
-      for t in texts:
-        self.encode(t)    # raises, naming the text and its unknown characters
+      text = next(t for t in texts if any(c not in _CHARS for c in t))
+      bad = sorted({c for c in text if c not in _CHARS})
+      raise ValueError(f'CharTokenizer cannot encode characters {bad!r} in {text[:60]!r}')
     return ids, lengths
 
   def decode(self, ids: Sequence[int]) -> str:

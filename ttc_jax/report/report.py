@@ -64,9 +64,8 @@ def _colors(names) -> dict:
   return {n: palette[i % len(palette)] for i, n in enumerate(sorted(set(names)))}
 
 
-def _legend_below(fig, ax_or_axes, ncol: int) -> None:
-  """One legend under the panels (from the first axes' handles), clear of every bar."""
-  ax = ax_or_axes if hasattr(ax_or_axes, 'get_legend_handles_labels') else ax_or_axes[0]
+def _legend_below(fig, ax, ncol: int) -> None:
+  """One legend under the panels, from `ax`'s handles, clear of every bar."""
   handles, labels = ax.get_legend_handles_labels()
   fig.legend(handles, labels, loc='upper center', bbox_to_anchor=(0.5, 0.0), ncol=ncol,
              fontsize=7, frameon=False)
@@ -231,7 +230,10 @@ def section_search(run: Path, summ: dict, figs: Path) -> list[str]:
     return ['## Search', '', 'Not run.']
   out = ['## Search against the PRM', '']
   plt = _plt()
-  color = _colors(s['strategy'])
+  # One colour per strategy for both figures, over the strategies either one shows.
+  per_problem = (strat[strat['family'] == 'search'] if strat is not None
+                 else pd.DataFrame(columns=['strategy']))
+  color = _colors(set(s['strategy']) | set(per_problem['strategy']))
   fig, ax = plt.subplots(figsize=(6.5, 4))
   for name, g in s.groupby('strategy'):
     g = g.sort_values('budget')
@@ -244,13 +246,12 @@ def section_search(run: Path, summ: dict, figs: Path) -> list[str]:
   out += [f'![search]({_save(fig, figs / "search_methods.png")})', '']
   pivot = s.pivot_table(index='budget', columns='strategy', values='accuracy')
   out += [_table(pivot.reset_index()), '']
-  if diff is not None and strat is not None and (strat['family'] == 'search').any():
+  if diff is not None and len(per_problem):
     bin_of = dict(zip(diff['problem_id'].astype(str), diff['oracle_bin']))
-    t = strat[strat['family'] == 'search'].copy()
+    t = per_problem.copy()
     t['bin'] = t['problem'].map(bin_of)
     budgets = [b for b in PAPER_BUDGETS if b in set(t['budget'])] or sorted(set(t['budget']))[-3:]
     names = sorted(t['strategy'].unique())
-    color = _colors(set(color) | set(names))
     fig, axes = plt.subplots(1, len(budgets), figsize=(4 * len(budgets), 3.5), squeeze=False,
                              constrained_layout=True)
     for ax, b in zip(axes[0], budgets):
@@ -262,7 +263,7 @@ def section_search(run: Path, summ: dict, figs: Path) -> list[str]:
       ax.set_title(f'budget {b}')
       ax.set_xlabel('difficulty bin (1 easiest)')
       ax.set_ylabel('accuracy (fraction)')
-    _legend_below(fig, axes[0], ncol=min(len(names), 6))
+    _legend_below(fig, axes[0][0], ncol=min(len(names), 6))
     out += [f'![search by bin]({_save(fig, figs / "search_by_bin.png")})', '']
   return out
 

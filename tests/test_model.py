@@ -60,6 +60,17 @@ def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   assert not np.array_equal(after['k'][:, 0], cache['k'][:, 0])
 
 
+def test_auto_decode_attention_is_pallas_on_gpu_only(monkeypatch):
+  from ttc_jax.model import transformer
+  assert transformer.decode_attention_kind(CFG) in ('reduce', 'einsum')   # CPU
+  monkeypatch.setattr(transformer.jax, 'default_backend', lambda: 'gpu')
+  assert transformer.decode_attention_kind(CFG) == 'pallas'
+  capped = dataclasses.replace(CFG, attn_logit_softcap=50.0)
+  assert transformer.decode_attention_kind(capped) == transformer.xla_decode_attention_kind(CFG)
+  explicit = dataclasses.replace(CFG, decode_attention='reduce')
+  assert transformer.decode_attention_kind(explicit) == 'reduce'
+
+
 def test_padded_prompts_of_different_lengths(params):
   """Right-padded prompts prefilled together, then each row decodes from its own length:
   every row's logits equal that row's unpadded full pass."""

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ttc_jax.model.pallas_decode import auto_splits, decode_attention
+from ttc_jax.model.pallas_decode import (auto_splits, decode_attention,
+                                         decode_attention_append)
 
 B, K, S, H, L = 4, 2, 64, 16, 2
 BLOCK = 16
@@ -122,6 +123,46 @@ def test_traced_layer_under_jit_and_scan():
     check(outs[layer], q, reference(q, k, v, layer, LENGTHS))
 
 
+@pytest.mark.parametrize('dtype,groups', [(jnp.float32, 1), (jnp.bfloat16, 1),
+                                          (jnp.bfloat16, 4), (jnp.float32, 3)])
+@pytest.mark.parametrize('n_splits', [1, 2])
+def test_append_equals_write_then_attend(dtype, groups, n_splits):
+  """The fused form stores the new key and value at slot length - 1 (only where write_B) and
+  attends exactly as writing them first and calling decode_attention, for a static and a
+  traced layer; no other slot of the cache changes."""
+  q, k, v = make_inputs(groups, dtype, seed=5)
+  rng = np.random.default_rng(6)
+  k_new, v_new = (jnp.asarray(rng.standard_normal((B, K, H), np.float32), dtype)
+                  for _ in range(2))
+  write = np.array([True, False, True, True])
+  layer = 1
+  rows = np.arange(B)[write]
+  k_want = k.at[layer, rows, :, LENGTHS[write] - 1].set(k_new[rows])
+  v_want = v.at[layer, rows, :, LENGTHS[write] - 1].set(v_new[rows])
+  opts = dict(window=S, scale=SCALE, block_s=BLOCK, n_splits=n_splits)
+  for lay in (layer, jnp.int32(layer)):
+    out, k_out, v_out = decode_attention_append(q, k_new, v_new, k, v, lay,
+                                                jnp.asarray(LENGTHS), jnp.asarray(write),
+                                                **opts)
+    np.testing.assert_array_equal(np.asarray(k_out, np.float32), np.asarray(k_want, np.float32))
+    np.testing.assert_array_equal(np.asarray(v_out, np.float32), np.asarray(v_want, np.float32))
+    # Every row attends to its new token, written or not.
+    k_all = k.at[layer, np.arange(B), :, LENGTHS - 1].set(k_new)
+    v_all = v.at[layer, np.arange(B), :, LENGTHS - 1].set(v_new)
+    check(out, q, reference(q, k_all, v_all, layer, LENGTHS))
+
+
+def test_append_bad_inputs():
+  q, k, v = make_inputs(1, jnp.float32)
+  new = jnp.zeros((B, K, H))
+  lengths, write = jnp.asarray(LENGTHS), jnp.ones((B,), bool)
+  opts = dict(window=S, scale=SCALE, block_s=BLOCK)
+  with pytest.raises(ValueError, match='k_new_BxKxH'):
+    decode_attention_append(q, new[:, :1], new, k, v, 0, lengths, write, **opts)
+  with pytest.raises(ValueError, match='write_B'):
+    decode_attention_append(q, new, new, k, v, 0, lengths, write[:2], **opts)
+
+
 def test_auto_splits():
   assert auto_splits(3, 2, 64, 16) == 4  # capped by the 4 blocks of the window
   assert auto_splits(16, 4, 1024, 64) == 5  # ceil(264 / 64)
@@ -134,6 +175,8 @@ def test_auto_splits():
     (dict(block_s=24), 'block_s'),
     (dict(window=48, block_s=32), 'block_s'),
     (dict(n_splits=-1), 'n_splits'),
+    (dict(num_warps=0), 'num_warps'),
+    (dict(num_stages=1.5), 'num_stages'),
     (dict(layer=L), 'layer'),
     (dict(q=jnp.zeros((B, K, 1, 2 * H))), 'q_BxKxGxH'),
     (dict(q=jnp.zeros((B, K, H))), 'q_BxKxGxH'),

@@ -180,6 +180,24 @@ def test_reorder_then_extend_equals_extend_of_reordered_rows(params, sampler):
   assert not np.array_equal(a.tokens_BxS[0], a.tokens_BxS[1])
 
 
+def test_steps_per_loop_changes_no_sample(params):
+  """Three decode steps per loop iteration (a multi-step loop, then a one-step tail before the
+  first window's end) give the same tokens, step ends, counters and counter as one."""
+  out = []
+  for k in (1, 3):
+    s = Sampler(CFG, eos_id=-1, step_ids=(DELIM,), n_windows=2, steps_per_loop=k)
+    st = s.start(params, PROMPTS, LENGTHS, jax.random.key(6), n_samples=3, cache_len=40,
+                 temperature=1.0, max_new_tokens=30, max_step_tokens=5)
+    st = s.extend_one_step(params, s.extend_one_step(params, st))
+    out.append(jax.device_get(s.generate(params, st)))
+  a, b = out
+  assert a.lengths_B.max() > 24   # rows crossed the first window (24 slots)
+  for name in ('tokens_BxS', 'lengths_B', 'step_end_BxS', 'n_steps_B', 'done_B', 'counter'):
+    np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+  with pytest.raises(ValueError, match='steps_per_loop'):
+    Sampler(CFG, eos_id=-1, steps_per_loop=0)
+
+
 _SHARDED = textwrap.dedent('''
   import json, sys
   import jax, numpy as np
@@ -193,6 +211,8 @@ _SHARDED = textwrap.dedent('''
   out = {}
   for name, mesh in (('one', None), ('eight', make_mesh(MeshConfig(data=-1)))):
     s = Sampler(CFG, eos_id=-1, step_ids=(DELIM,), n_windows=2, mesh=mesh)
+    # Several devices: 'auto' decodes with the XLA attention (GSPMD cannot split a Pallas call).
+    assert s.config.decode_attention == ('auto' if mesh is None else 'einsum')
     st = s.start(params, PROMPTS, LENGTHS, jax.random.key(4), n_samples=4, cache_len=40,
                  temperature=1.0, max_new_tokens=12, top_p=0.9)
     if mesh is not None:

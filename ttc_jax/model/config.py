@@ -60,12 +60,16 @@ class ModelConfig:
   scan_unroll: int = 1                 # layers per iteration of the layer scan
   # Execution choices for cached decoding (one query per row; `apply_decode`):
   # 'reduce': float32 multiply-and-reduce fusions over the cached window; 'einsum': bf16
-  # batched matrix-vector products with float32 accumulation; 'auto': reduce when every
-  # query head has its own kv head, einsum for grouped queries; 'pallas': the split-K Pallas
-  # kernel (model/pallas_decode.py) reading exactly each row's live prefix (opt-in: measured
-  # faster in isolation on an H200 for one query head per kv head, not yet end to end;
-  # interpreted, slowly, off GPU; not with soft-capping or sliding windows).
+  # batched matrix-vector products with float32 accumulation; 'pallas': the split-K Pallas
+  # kernel (model/pallas_decode.py) reading exactly each row's live prefix and writing the
+  # new token's cache slot (interpreted, slowly, off GPU; not with soft-capping or sliding
+  # windows); 'auto': 'pallas' on a GPU where the model allows it (measured faster at every
+  # shape on an H200), else 'reduce' when every query head has its own kv head and 'einsum'
+  # for grouped queries.
   decode_attention: str = 'auto'
+  # Launch settings of the Pallas decode kernel, 'block_s:num_warps:num_stages' (key slots
+  # per block, Triton warps, pipeline stages); '' = 64:4:2, the fastest measured end to end.
+  decode_kernel: str = ''
   # True: the sampler gives each layer its own weight buffers (`split_layers`) and unrolls the
   # layers; False: a layer scan over the stacked weights (compiles faster).
   decode_unroll: bool = True
@@ -124,6 +128,14 @@ class ModelConfig:
     if self.decode_attention == 'pallas' and (self.attn_logit_softcap or self.sliding_window):
       raise ConfigError(f"{key}.decode_attention='pallas' supports neither attention logit "
                         "soft-capping nor sliding windows; use 'auto'.")
+    if self.decode_kernel:
+      parts = str(self.decode_kernel).split(':')
+      if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"{key}.decode_kernel must be 'block_s:num_warps:num_stages' "
+                          f'(three positive integers), got {self.decode_kernel!r}.')
+      if int(parts[0]) & (int(parts[0]) - 1):
+        raise ConfigError(f'{key}.decode_kernel={self.decode_kernel!r}: block_s must be a '
+                          'power of two.')
     if not isinstance(self.scan_unroll, int) or not 1 <= self.scan_unroll <= self.n_layers:
       raise ConfigError(f'{key}.scan_unroll must be an integer in [1, {key}.n_layers='
                         f'{self.n_layers}], got {self.scan_unroll!r}.')

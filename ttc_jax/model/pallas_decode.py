@@ -4,8 +4,14 @@ One query step per row reads cache slots [0, lengths_B[b]) of one layer of the f
 [L, B, K, S, H] cache. The grid is (B, K, n_splits): program (b, k, s) walks key blocks
 s, s + n_splits, s + 2 n_splits, ... of row b that start below lengths_B[b], keeping an
 online softmax (running max m, sum l, accumulator acc[G, H], all float32) for the G query
-heads that share kv head k, and writes its partial (m, l, acc). A small JAX epilogue merges
-the splits with log-sum-exp rescaling.
+heads that share kv head k. With one split the program writes the normalised output; with
+several it writes its partial (m, l, acc) and a small JAX epilogue merges the splits with
+log-sum-exp rescaling.
+
+`decode_attention_append` also takes the step's new key and value: the kernel stores them
+at slot lengths_B[b] - 1 of the cache (aliased in place, only for rows with write_B) and
+attends to them straight from its inputs, so the decode step needs no separate cache
+scatter (two kernels per layer fewer).
 
 G = 1 (and float32 caches) use elementwise multiply + reduce; G > 1 over a 16-bit cache pads
 the queries to 16 rows and uses tensor-core dots (Triton needs dims >= 16), splitting the
@@ -20,10 +26,13 @@ so the cache is never sliced or copied in JAX.
 Usage:
   out_BxKxGxH = decode_attention(q_BxKxGxH, cache['k'], cache['v'], layer, lengths_B,
                                  window=w, scale=h ** -0.5)
+  out_BxKxGxH, k, v = decode_attention_append(q_BxKxGxH, k_new_BxKxH, v_new_BxKxH,
+                                              cache['k'], cache['v'], layer, lengths_B,
+                                              write_B, window=w, scale=h ** -0.5)
 
-Micro-benchmark (GPU):
+Micro-benchmark (GPU), kernel settings side by side (block_s:num_warps:num_stages):
   python -m ttc_jax.model.pallas_decode --batch 4096 --kv-heads 4 --groups 1 \
-      --head-dim 64 --seq 128 --live 80 --layers 4
+      --head-dim 64 --seq 128 --live 80 --layers 4 --configs 64:4:2,32:4:2
 """
 
 import functools
@@ -57,45 +66,70 @@ def _split_hi_lo(x, dtype):
 
 
 def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
-            dynamic_layer: bool, use_dot: bool):
+            dynamic_layer: bool, use_dot: bool, append: bool, normalize: bool):
   """One (row b, kv head k, split s) program; see the module docstring.
 
-  Refs: q [G, H]; k, v [S, H] (static layer) or [L, S, H] (dynamic layer); length [];
-  layer [1] (dynamic layer only); outputs acc [G, H], m [G], l [G] (float32).
+  Inputs: q [G, H]; k, v [S, H] ([L, S, H] for a dynamic layer); length []; layer [1]
+  (dynamic layer only); with `append`: k_new [H], v_new [H], write [] (int32).
+  Outputs: normalize=True (one split): out [G, H] in q's dtype; else the partials acc [G, H],
+  m [G], l [G] (float32); with `append`, then the caches (aliased to the k, v inputs).
 
+  append: slot length - 1 holds the step's new token. The blocks cover slots [0, length - 1)
+  only; split 0 starts its online softmax from the new token (from k_new, v_new), and, where
+  write is set, stores k_new and v_new into that slot (no program reads it).
   use_dot=False: each query group g keeps its own (m, l, acc[H]) and the logits are an
   elementwise multiply + reduce over H (no tiny matmul). use_dot=True (16-bit caches, G > 1):
   the G queries are padded to 16 rows and both products run as tensor-core dots with float32
   accumulation; float32 operands (q, probabilities) are split into hi + lo 16-bit parts so
   the result keeps float32-level accuracy.
   """
-  if dynamic_layer:
-    q_ref, k_ref, v_ref, len_ref, layer_ref, acc_ref, m_ref, l_ref = refs
-    layer = layer_ref[0]
-    k_rows = lambda sl: k_ref.at[layer, sl, :]
-    v_rows = lambda sl: v_ref.at[layer, sl, :]
-  else:
-    q_ref, k_ref, v_ref, len_ref, acc_ref, m_ref, l_ref = refs
-    k_rows = lambda sl: k_ref.at[sl, :]
-    v_rows = lambda sl: v_ref.at[sl, :]
+  q_ref, k_ref, v_ref, len_ref = refs[:4]
+  rest = list(refs[4:])
+  layer = rest.pop(0)[0] if dynamic_layer else None
+  if append:
+    k_new_ref, v_new_ref, write_ref = rest[:3]
+    rest = rest[3:]
+    k_out_ref, v_out_ref = rest[-2:]
+    rest = rest[:-2]
+  out_refs = rest
+  at = (lambda sl: (layer, sl, slice(None))) if dynamic_layer else (
+      lambda sl: (sl, slice(None)))
   split = pl.program_id(2)
   length = len_ref[()]
-  live_blocks = lax.div(length + (block_s - 1), block_s)
-  # Blocks split, split + n, ... below live_blocks; live_blocks >= 1 > split - n keeps the
+  cached = length - 1 if append else length   # slots read from the cache
+  live_blocks = lax.div(cached + (block_s - 1), block_s)
+  # Blocks split, split + n, ... below live_blocks; live_blocks >= 0 > split - n keeps the
   # numerator non-negative, so truncating division is floor division.
   n_iter = lax.div(live_blocks - split + (n_splits - 1), n_splits)
   head_dim = q_ref.shape[-1]
   queries = [q_ref[g, :].astype(jnp.float32) for g in range(n_groups)]
   offsets = jnp.arange(block_s, dtype=jnp.int32)
 
+  if append:
+    k_new = k_new_ref[...].astype(jnp.float32)
+    v_new = v_new_ref[...].astype(jnp.float32)
+    first = split == 0
+
+    @pl.when(first & (write_ref[()] != 0))
+    def _():
+      k_out_ref[at(length - 1)] = k_new_ref[...].astype(k_out_ref.dtype)
+      v_out_ref[at(length - 1)] = v_new_ref[...].astype(v_out_ref.dtype)
+
+  def init_state(q_H):
+    """(m, l, acc) before the first block: the new token's term for split 0 with `append`."""
+    if not append:
+      return (jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32))
+    m = jnp.where(first, jnp.sum(q_H * k_new) * scale, -jnp.inf)
+    return m, jnp.where(first, 1.0, 0.0), jnp.where(first, v_new, 0.0)
+
   def load_block(i):
     start = pl.multiple_of((split + i * n_splits) * block_s, block_s)
-    live_S = (start + offsets) < length  # slot `start` is always live
+    live_S = (start + offsets) < cached  # slot `start` is always live
     rows = pl.ds(start, block_s)
     # Masked loads: dead slots of the partial block are not fetched; zero them explicitly
     # since a masked-off lane's value is unspecified.
-    keys = plgpu.load(k_rows(rows), mask=live_S[:, None])
-    values = plgpu.load(v_rows(rows), mask=live_S[:, None])
+    keys = plgpu.load(k_ref.at[at(rows)], mask=live_S[:, None])
+    values = plgpu.load(v_ref.at[at(rows)], mask=live_S[:, None])
     keys = jnp.where(live_S[:, None], keys, jnp.zeros_like(keys))
     values = jnp.where(live_S[:, None], values, jnp.zeros_like(values))
     return live_S, keys, values
@@ -104,10 +138,20 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
     """Online softmax step; logits [..., S] (dead slots -> -inf), pv(p) = p @ values."""
     logits = jnp.where(live, logits, -jnp.inf)
     m_new = jnp.maximum(m, jnp.max(logits, axis=-1))
-    alpha = jnp.exp(m - m_new)
+    alpha = jnp.exp(m - m_new)   # a visited block has a live slot, so m_new is finite
     col = (lambda x: x[:, None]) if m.ndim else (lambda x: x)
     p = jnp.exp(logits - col(m_new))
     return m_new, alpha * l + jnp.sum(p, axis=-1), col(alpha) * acc + pv(p)
+
+  def store(g, m, l, acc):
+    """Write query group g's result: normalised (one split) or the split's partials."""
+    if normalize:
+      out_refs[0][g, :] = (acc / l).astype(out_refs[0].dtype)
+    else:
+      acc_ref, m_ref, l_ref = out_refs
+      acc_ref[g, :] = acc
+      m_ref[g] = m
+      l_ref[g] = l
 
   if use_dot:
     rows_P = jnp.arange(16, dtype=jnp.int32)
@@ -134,14 +178,18 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
 
       return online_update(*carry, logits * scale, live_S[None, :], pv)
 
-    init = (jnp.full((16,), -jnp.inf, jnp.float32), jnp.zeros((16,), jnp.float32),
-            jnp.zeros((16, head_dim), jnp.float32))
+    if append:
+      m0 = jnp.where(first, jnp.sum(q_PxH * k_new[None, :], axis=1) * scale, -jnp.inf)
+      init = (m0, jnp.where(first, jnp.ones((16,), jnp.float32), 0.0),
+              jnp.where(first, jnp.broadcast_to(v_new[None, :], (16, head_dim)), 0.0))
+    else:
+      init = (jnp.full((16,), -jnp.inf, jnp.float32), jnp.zeros((16,), jnp.float32),
+              jnp.zeros((16, head_dim), jnp.float32))
     m_P, l_P, acc_PxH = lax.fori_loop(0, n_iter, body, init)
     for g in range(n_groups):
       is_g = rows_P == g
-      acc_ref[g, :] = jnp.sum(jnp.where(is_g[:, None], acc_PxH, 0.0), axis=0)
-      m_ref[g] = jnp.max(jnp.where(is_g, m_P, -jnp.inf))
-      l_ref[g] = jnp.sum(jnp.where(is_g, l_P, 0.0))
+      store(g, jnp.max(jnp.where(is_g, m_P, -jnp.inf)), jnp.sum(jnp.where(is_g, l_P, 0.0)),
+            jnp.sum(jnp.where(is_g[:, None], acc_PxH, 0.0), axis=0))
     return
 
   def body(i, carry):
@@ -153,45 +201,14 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
                       live_S, pv)
         for q_H, (m, l, acc_H) in zip(queries, carry))
 
-  init = tuple((jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32))
-               for _ in range(n_groups))
+  init = tuple(init_state(q_H) for q_H in queries)
   for g, (m, l, acc_H) in enumerate(lax.fori_loop(0, n_iter, body, init)):
-    acc_ref[g, :] = acc_H
-    m_ref[g] = m
-    l_ref[g] = l
+    store(g, m, l, acc_H)
 
 
-def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: jax.Array,
-                     layer, lengths_B: jax.Array, *, window: int, scale: float,
-                     block_s: int = 64, n_splits: int = 0,
-                     interpret: bool | None = None) -> jax.Array:
-  """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache.
-
-  Equals, per row b, kv head k, group g: softmax((q[b,k,g] . keys) * scale) @ values over
-  keys/values = cache[layer, b, k, :lengths_B[b]], computed in float32.
-
-  Args:
-    q_BxKxGxH: queries, G query heads per kv head.
-    k_LxBxKxSxH: the full key cache (all layers); read in place, never sliced.
-    v_LxBxKxSxH: the full value cache, same shape as k_LxBxKxSxH.
-    layer: the layer to read; a Python int (selected by the BlockSpec index map) or a
-      traced int32 scalar (selected inside the kernel; e.g. a scanned layer index).
-    lengths_B: live slots per row, integer; 1 <= lengths_B[b] <= window (values above
-      window are clipped to window; a length of 0 gives NaN, like an empty softmax).
-    window: static bound on the lengths; key blocks cover slots [0, window).
-    scale: logit scale, e.g. head_dim ** -0.5.
-    block_s: key slots per block; a power of two dividing window.
-    n_splits: programs per (row, kv head) along the keys; 0 picks auto_splits(...).
-      Capped at window // block_s.
-    interpret: run the Pallas interpreter; None means interpret unless the default backend
-      is 'gpu'.
-
-  Returns:
-    [B, K, G, H] attention output in q's dtype.
-
-  Raises:
-    ValueError: for mismatched shapes or bad window / block_s / n_splits / layer.
-  """
+def _check(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer, lengths_B, window, block_s, n_splits,
+           num_warps, num_stages):
+  """Validates decode_attention's arguments; returns (dynamic_layer, use_dot, splits)."""
   if q_BxKxGxH.ndim != 4:
     raise ValueError(f'q_BxKxGxH must be [B, K, G, H], got shape {q_BxKxGxH.shape}')
   if k_LxBxKxSxH.ndim != 5:
@@ -218,30 +235,115 @@ def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: 
     raise ValueError(f'block_s={block_s} must divide window={window}')
   if not isinstance(n_splits, int) or n_splits < 0:
     raise ValueError(f'n_splits={n_splits!r} must be an int >= 0 (0: automatic)')
+  for name, value in (('num_warps', num_warps), ('num_stages', num_stages)):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f'{name}={value!r} must be a positive int')
   dynamic_layer = not isinstance(layer, (int, np.integer))
   if dynamic_layer:
     if jnp.shape(layer) != () or not jnp.issubdtype(jnp.result_type(layer), jnp.integer):
       raise ValueError(f'layer must be an int or an integer scalar, got {layer!r}')
   elif not 0 <= layer < n_layers:
     raise ValueError(f'layer={layer} out of range for L={n_layers} layers')
-  if interpret is None:
-    interpret = jax.default_backend() != 'gpu'
-  n_blocks = window // block_s
-  splits = auto_splits(batch, kv_heads, window, block_s) if n_splits == 0 else n_splits
   use_dot = (1 < n_groups <= 16 and jnp.dtype(k_LxBxKxSxH.dtype).itemsize == 2
              and block_s >= 16 and head_dim >= 16)
+  splits = auto_splits(batch, kv_heads, window, block_s) if n_splits == 0 else n_splits
+  return dynamic_layer, use_dot, min(splits, window // block_s)
+
+
+def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: jax.Array,
+                     layer, lengths_B: jax.Array, *, window: int, scale: float,
+                     block_s: int = 64, n_splits: int = 0, num_warps: int = 4,
+                     num_stages: int = 2, interpret: bool | None = None) -> jax.Array:
+  """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache.
+
+  Equals, per row b, kv head k, group g: softmax((q[b,k,g] . keys) * scale) @ values over
+  keys/values = cache[layer, b, k, :lengths_B[b]], computed in float32.
+
+  Args:
+    q_BxKxGxH: queries, G query heads per kv head.
+    k_LxBxKxSxH: the full key cache (all layers); read in place, never sliced.
+    v_LxBxKxSxH: the full value cache, same shape as k_LxBxKxSxH.
+    layer: the layer to read; a Python int (selected by the BlockSpec index map) or a
+      traced int32 scalar (selected inside the kernel; e.g. a scanned layer index).
+    lengths_B: live slots per row, integer; 1 <= lengths_B[b] <= window (values above
+      window are clipped to window; a length of 0 gives NaN, like an empty softmax).
+    window: static bound on the lengths; key blocks cover slots [0, window).
+    scale: logit scale, e.g. head_dim ** -0.5.
+    block_s: key slots per block; a power of two dividing window.
+    n_splits: programs per (row, kv head) along the keys; 0 picks auto_splits(...).
+      Capped at window // block_s.
+    num_warps, num_stages: Triton launch parameters of the kernel (GPU only).
+    interpret: run the Pallas interpreter; None means interpret unless the default backend
+      is 'gpu'.
+
+  Returns:
+    [B, K, G, H] attention output in q's dtype.
+
+  Raises:
+    ValueError: for mismatched shapes or bad window / block_s / n_splits / layer /
+      num_warps / num_stages.
+  """
+  dynamic_layer, use_dot, splits = _check(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer,
+                                          lengths_B, window, block_s, n_splits, num_warps,
+                                          num_stages)
   return _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
-                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None,
+                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None, None,
                  static_layer=None if dynamic_layer else int(layer), window=window,
-                 scale=float(scale), block_s=block_s, splits=min(splits, n_blocks),
-                 use_dot=use_dot, interpret=bool(interpret))
+                 scale=float(scale), block_s=block_s, splits=splits, use_dot=use_dot,
+                 num_warps=num_warps, num_stages=num_stages,
+                 interpret=_interpret(interpret))[0]
+
+
+def decode_attention_append(q_BxKxGxH: jax.Array, k_new_BxKxH: jax.Array,
+                            v_new_BxKxH: jax.Array, k_LxBxKxSxH: jax.Array,
+                            v_LxBxKxSxH: jax.Array, layer, lengths_B: jax.Array,
+                            write_B: jax.Array, *, window: int, scale: float,
+                            block_s: int = 64, n_splits: int = 0, num_warps: int = 4,
+                            num_stages: int = 2, interpret: bool | None = None):
+  """One decode step's cache write and attention in one kernel.
+
+  Row b's new key and value (k_new_BxKxH[b], v_new_BxKxH[b]) belong at slot
+  lengths_B[b] - 1 of layer `layer`. Rows with write_B[b] store them there (the caches are
+  updated in place: pass buffers you no longer need, e.g. inside a jitted step); the others
+  leave the cache untouched. Every row attends to cache slots [0, lengths_B[b] - 1) plus its
+  new token, i.e. the same result as writing the token first and calling
+  `decode_attention`. Arguments otherwise as in `decode_attention`.
+
+  Returns:
+    (out [B, K, G, H] in q's dtype, the key cache, the value cache).
+  """
+  dynamic_layer, use_dot, splits = _check(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer,
+                                          lengths_B, window, block_s, n_splits, num_warps,
+                                          num_stages)
+  batch, kv_heads, _, head_dim = q_BxKxGxH.shape
+  for name, x in (('k_new_BxKxH', k_new_BxKxH), ('v_new_BxKxH', v_new_BxKxH)):
+    if x.shape != (batch, kv_heads, head_dim):
+      raise ValueError(f'{name} must be [B, K, H] = {(batch, kv_heads, head_dim)}, got '
+                       f'{x.shape}')
+  if jnp.shape(write_B) != (batch,):
+    raise ValueError(f'write_B must be a [B={batch}] mask, got shape {jnp.shape(write_B)}')
+  new = (k_new_BxKxH, v_new_BxKxH, jnp.asarray(write_B).astype(jnp.int32))
+  return _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
+                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None, new,
+                 static_layer=None if dynamic_layer else int(layer), window=window,
+                 scale=float(scale), block_s=block_s, splits=splits, use_dot=use_dot,
+                 num_warps=num_warps, num_stages=num_stages,
+                 interpret=_interpret(interpret))
+
+
+def _interpret(interpret):
+  return bool(jax.default_backend() != 'gpu' if interpret is None else interpret)
 
 
 @functools.partial(jax.jit, static_argnames=('static_layer', 'window', 'scale', 'block_s',
-                                             'splits', 'use_dot', 'interpret'))
-def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, *, static_layer,
-            window, scale, block_s, splits, use_dot, interpret):
-  """decode_attention after validation: the pallas_call and the split-merging epilogue."""
+                                             'splits', 'use_dot', 'num_warps', 'num_stages',
+                                             'interpret'))
+def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, new, *,
+            static_layer, window, scale, block_s, splits, use_dot, num_warps, num_stages,
+            interpret):
+  """The pallas_call and, with several splits, the split-merging epilogue (with one split
+  the kernel writes the normalised output itself). new: None or (k_new, v_new, write).
+  Returns (out,) or, with `new`, (out, k cache, v cache)."""
   n_layers, batch, kv_heads, slots, head_dim = k_LxBxKxSxH.shape
   n_groups = q_BxKxGxH.shape[2]
   lengths_B = jnp.minimum(lengths_B.astype(jnp.int32), window)
@@ -251,45 +353,64 @@ def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, *, st
     kv_spec = pl.BlockSpec((n_layers, None, None, slots, head_dim),
                            lambda b, k, s: (0, b, k, 0, 0))
     in_specs = [q_spec, kv_spec, kv_spec, len_spec, pl.BlockSpec((1,), lambda b, k, s: (0,))]
-    operands = (q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
-                jnp.reshape(dynamic_layer, (1,)))
+    operands = [q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
+                jnp.reshape(dynamic_layer, (1,))]
   else:
     kv_spec = pl.BlockSpec((None, None, None, slots, head_dim),
                            lambda b, k, s: (static_layer, b, k, 0, 0))
     in_specs = [q_spec, kv_spec, kv_spec, len_spec]
-    operands = (q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B)
+    operands = [q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B]
+
+  normalize = splits == 1
+  if normalize:
+    out_specs = [pl.BlockSpec((None, None, n_groups, head_dim), lambda b, k, s: (b, k, 0, 0))]
+    out_shape = [jax.ShapeDtypeStruct(q_BxKxGxH.shape, q_BxKxGxH.dtype)]
+  else:
+    part_shape = (batch, kv_heads, splits, n_groups)
+    out_specs = [
+        pl.BlockSpec((None, None, None, n_groups, head_dim), lambda b, k, s: (b, k, s, 0, 0)),
+        pl.BlockSpec((None, None, None, n_groups), lambda b, k, s: (b, k, s, 0)),
+        pl.BlockSpec((None, None, None, n_groups), lambda b, k, s: (b, k, s, 0)),
+    ]
+    out_shape = [
+        jax.ShapeDtypeStruct((*part_shape, head_dim), jnp.float32),
+        jax.ShapeDtypeStruct(part_shape, jnp.float32),
+        jax.ShapeDtypeStruct(part_shape, jnp.float32),
+    ]
+  aliases = {}
+  if new is not None:
+    row_head = pl.BlockSpec((None, None, head_dim), lambda b, k, s: (b, k, 0))
+    in_specs += [row_head, row_head, len_spec]
+    operands += list(new)
+    # The caches come back as the last two outputs, in place of the k and v inputs.
+    aliases = {1: len(out_shape), 2: len(out_shape) + 1}
+    out_specs += [kv_spec, kv_spec]
+    out_shape += [jax.ShapeDtypeStruct(k_LxBxKxSxH.shape, k_LxBxKxSxH.dtype),
+                  jax.ShapeDtypeStruct(v_LxBxKxSxH.shape, v_LxBxKxSxH.dtype)]
 
   kernel = functools.partial(_kernel, n_groups=n_groups, n_splits=splits, block_s=block_s,
                              scale=scale, dynamic_layer=static_layer is None,
-                             use_dot=use_dot)
-  part_shape = (batch, kv_heads, splits, n_groups)
-  acc_BxKxNxGxH, m_BxKxNxG, l_BxKxNxG = pl.pallas_call(
+                             use_dot=use_dot, append=new is not None, normalize=normalize)
+  outs = pl.pallas_call(
       kernel,
       grid=(batch, kv_heads, splits),
       in_specs=in_specs,
-      out_specs=[
-          pl.BlockSpec((None, None, None, n_groups, head_dim),
-                       lambda b, k, s: (b, k, s, 0, 0)),
-          pl.BlockSpec((None, None, None, n_groups), lambda b, k, s: (b, k, s, 0)),
-          pl.BlockSpec((None, None, None, n_groups), lambda b, k, s: (b, k, s, 0)),
-      ],
-      out_shape=[
-          jax.ShapeDtypeStruct((*part_shape, head_dim), jnp.float32),
-          jax.ShapeDtypeStruct(part_shape, jnp.float32),
-          jax.ShapeDtypeStruct(part_shape, jnp.float32),
-      ],
-      compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+      out_specs=out_specs,
+      out_shape=out_shape,
+      input_output_aliases=aliases,
+      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
       interpret=interpret,
       name='decode_attention',
   )(*operands)
-  if splits == 1:
-    out = acc_BxKxNxGxH[:, :, 0] / l_BxKxNxG[:, :, 0, :, None]
-  else:
-    m_BxKxG = jnp.max(m_BxKxNxG, axis=2)
-    w_BxKxNxG = jnp.exp(m_BxKxNxG - m_BxKxG[:, :, None])  # 0 for splits with no blocks
-    l_BxKxG = jnp.sum(w_BxKxNxG * l_BxKxNxG, axis=2)
-    out = jnp.sum(w_BxKxNxG[..., None] * acc_BxKxNxGxH, axis=2) / l_BxKxG[..., None]
-  return out.astype(q_BxKxGxH.dtype)
+  caches = tuple(outs[-2:]) if new is not None else ()
+  if normalize:
+    return (outs[0], *caches)
+  acc_BxKxNxGxH, m_BxKxNxG, l_BxKxNxG = outs[:3]
+  m_BxKxG = jnp.max(m_BxKxNxG, axis=2)
+  w_BxKxNxG = jnp.exp(m_BxKxNxG - m_BxKxG[:, :, None])  # 0 for splits with no blocks
+  l_BxKxG = jnp.sum(w_BxKxNxG * l_BxKxNxG, axis=2)
+  out = jnp.sum(w_BxKxNxG[..., None] * acc_BxKxNxGxH, axis=2) / l_BxKxG[..., None]
+  return (out.astype(q_BxKxGxH.dtype), *caches)
 
 
 def reference_decode_attention(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer, lengths_B, *,
@@ -315,40 +436,66 @@ def _main():
   parser.add_argument('--seq', type=int, default=128, help='cache slots S (= window)')
   parser.add_argument('--live', type=int, default=80, help='live slots per row')
   parser.add_argument('--layers', type=int, default=4)
-  parser.add_argument('--block-s', type=int, default=64)
+  parser.add_argument('--configs', default='64:4:2',
+                      help='comma-separated block_s:num_warps:num_stages kernel settings, '
+                           'timed side by side (each also as decode_attention_append)')
   parser.add_argument('--n-splits', type=int, default=0)
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--iters', type=int, default=50)
   a = parser.parse_args()
   b, kh, g, h, s = a.batch, a.kv_heads, a.groups, a.head_dim, a.seq
-  keys = jax.random.split(jax.random.key(0), 3)
+  keys = jax.random.split(jax.random.key(0), 5)
   q = jax.random.normal(keys[0], (b, kh, g, h), a.dtype)
   k = jax.random.normal(keys[1], (a.layers, b, kh, s, h), a.dtype)
   v = jax.random.normal(keys[2], (a.layers, b, kh, s, h), a.dtype)
+  k_new = jax.random.normal(keys[3], (b, kh, h), a.dtype)
+  v_new = jax.random.normal(keys[4], (b, kh, h), a.dtype)
   lengths = jnp.full((b,), a.live, jnp.int32)
+  write = jnp.ones((b,), bool)
+  # A static layer, as in the sampler; one layer's cache is far larger than the L2 cache.
   layer = a.layers - 1
+  # The cache already holds the new token, so the append form rewrites the same values and
+  # every variant computes the same function.
+  k = k.at[layer, :, :, a.live - 1].set(k_new)
+  v = v.at[layer, :, :, a.live - 1].set(v_new)
   opts = dict(window=s, scale=h ** -0.5)
-  fns = {
-      'pallas': jax.jit(functools.partial(decode_attention, layer=layer, block_s=a.block_s,
-                                          n_splits=a.n_splits, **opts)),
-      'reference': jax.jit(functools.partial(reference_decode_attention, layer=layer, **opts)),
-  }
+  fns = {'reference': jax.jit(lambda q, k, v: reference_decode_attention(
+      q, k, v, layer, lengths, **opts))}
+  for spec in a.configs.split(','):
+    blk, warps, stages = (int(x) for x in spec.split(':'))
+    kw = dict(block_s=blk, n_splits=a.n_splits, num_warps=warps, num_stages=stages, **opts)
+    fns[f'pallas {spec}'] = jax.jit(lambda q, k, v, kw=kw: decode_attention(
+        q, k, v, layer, lengths, **kw))
+    # The append form writes the new token in place: donate the caches, as the sampler does.
+    fns[f'append {spec}'] = jax.jit(lambda q, k, v, kw=kw: decode_attention_append(
+        q, k_new, v_new, k, v, layer, lengths, write, **kw), donate_argnums=(1, 2))
   live_bytes = 2 * b * kh * a.live * h * jnp.dtype(a.dtype).itemsize
-  outs = {}
   print(f'backend={jax.default_backend()} B={b} K={kh} G={g} H={h} S={s} live={a.live} '
-        f'L={a.layers} block_s={a.block_s} splits='
-        f'{a.n_splits or auto_splits(b, kh, s, a.block_s)} dtype={a.dtype}')
+        f'L={a.layers} splits={a.n_splits or "auto"} dtype={a.dtype}')
+  want = None
   for name, fn in fns.items():
-    outs[name] = fn(q, k, v, lengths_B=lengths).block_until_ready()
+    appends = name.startswith('append')
+    def call():
+      nonlocal k, v
+      if not appends:
+        return fn(q, k, v)
+      out, k, v = fn(q, k, v)
+      return out
+    try:
+      for _ in range(2):   # warm-up: compile, then any first-run setup
+        out = call().block_until_ready()
+    except Exception as e:  # a setting the compiler rejects: report it, time the others
+      print(f'{name:>18}: failed: {type(e).__name__}: {str(e)[:300]}', flush=True)
+      continue
+    want = out if want is None else want
     t0 = time.perf_counter()
     for _ in range(a.iters):
-      out = fn(q, k, v, lengths_B=lengths)
+      out = call()
     out.block_until_ready()
     us = (time.perf_counter() - t0) / a.iters * 1e6
-    print(f'{name:>9}: {us:9.1f} us/call  {live_bytes / us / 1e3:8.1f} GB/s of live KV')
-  err = jnp.max(jnp.abs(outs['pallas'].astype(jnp.float32) -
-                        outs['reference'].astype(jnp.float32)))
-  print(f'max |pallas - reference| = {float(err):.3g}')
+    err = float(jnp.max(jnp.abs(out.astype(jnp.float32) - want.astype(jnp.float32))))
+    print(f'{name:>18}: {us:9.1f} us/call  {live_bytes / us / 1e3:8.1f} GB/s of live KV  '
+          f'max |out - reference| = {err:.3g}', flush=True)
 
 
 if __name__ == '__main__':

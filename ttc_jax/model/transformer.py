@@ -137,11 +137,23 @@ def _sliding_visible(key_pos_BxS, positions_BxT, cfg: ModelConfig, sliding):
 
 
 def decode_attention_kind(cfg: ModelConfig) -> str:
-  """The decode attention used for cfg: 'auto' is multiply-reduce for one query head per kv
-  head and batched matrix-vector products for grouped queries (measured on an H200: reduce
-  1.05x faster at G=1, einsum 2.4x faster at G=7; experiments/bench_sampling.md)."""
+  """The decode attention used for cfg. 'auto' is the Pallas kernel on a GPU when the model
+  has neither attention soft-capping nor sliding windows (measured on an H200 against the
+  XLA paths: 1.11x at S/4096, 1.11x at M/1024, 1.12x at a 1024-token context, 1.30x on the
+  Qwen2.5-0.5B shape; experiments/bench_sampling.md); otherwise multiply-reduce for one query
+  head per kv head and batched matrix-vector products for grouped queries (reduce 1.05x
+  faster at G=1, einsum 2.4x faster at G=7)."""
   if cfg.decode_attention != 'auto':
     return cfg.decode_attention
+  if (jax.default_backend() == 'gpu' and not cfg.attn_logit_softcap
+      and not cfg.sliding_window):
+    return 'pallas'
+  return xla_decode_attention_kind(cfg)
+
+
+def xla_decode_attention_kind(cfg: ModelConfig) -> str:
+  """'auto' without the Pallas kernel: 'reduce' for one query head per kv head, else
+  'einsum'."""
   return 'reduce' if cfg.n_heads == cfg.n_kv_heads else 'einsum'
 
 
@@ -150,14 +162,32 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache.
 
   The whole [L, B, K, S, H] cache is carried through the layers, so the new keys and values
-  are scattered in place (no per-layer copy of the cache). Rows with write_B False write
-  nothing (their scatter index is out of range and dropped), so a finished row's cache is
-  never touched. Only the first `window` slots are read (for each row and kv head one
+  are written in place (no per-layer copy of the cache): by the Pallas kernel itself, or by
+  a scatter before the XLA paths read the window. Rows with write_B False write nothing
+  (the kernel skips them; their scatter index is out of range and dropped), so a finished
+  row's cache is never touched. Only the first `window` slots are read (for each row and kv head one
   contiguous block): the caller guarantees every written position is below it.
   Returns (attention output [B, T, K, G, H], updated cache).
   """
   b, t = positions_BxT.shape
   s = cache['k'].shape[3]
+  scale = attention_scale(cfg)
+  kind = decode_attention_kind(cfg) if t == 1 else 'einsum'
+  if kind == 'pallas':
+    from ttc_jax.model import pallas_decode
+    # Row b attends to slots [0, position + 1): the live prefix, read in place. The kernel
+    # also stores the new key and value at slot `position` (rows with write_B), so the step
+    # needs no separate cache scatter.
+    lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
+    block, warps, stages = (
+        (int(p) for p in cfg.decode_kernel.split(':')) if cfg.decode_kernel else (64, 4, 2))
+    block = min(block, window & -window)   # a power of two dividing the window
+    dtype = cache['k'].dtype
+    o_BxKxGxH, k_cache, v_cache = pallas_decode.decode_attention_append(
+        q_BxTxKxGxH[:, 0], k_BxTxKxH[:, 0].astype(dtype), v_BxTxKxH[:, 0].astype(dtype),
+        cache['k'], cache['v'], layer, lengths_B, write_B, window=window, scale=scale,
+        block_s=block, num_warps=warps, num_stages=stages)   # in q's dtype
+    return o_BxKxGxH[:, None], {'k': k_cache, 'v': v_cache}
   start_B = jnp.where(write_B, positions_BxT[:, 0], s)
   slots_BxT = start_B[:, None] + jnp.arange(t)[None, :]
   rows_Bx1 = jnp.arange(b)[:, None]
@@ -177,17 +207,6 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   if cfg.sliding_window:
     sliding = jnp.asarray(cfg.sliding_layers, bool)[layer]
     visible_BxTxW &= _sliding_visible(slot_pos_BxW, positions_BxT, cfg, sliding)
-  scale = attention_scale(cfg)
-  kind = decode_attention_kind(cfg) if t == 1 else 'einsum'
-  if kind == 'pallas':
-    from ttc_jax.model import pallas_decode
-    # Row b attends to slots [0, position + 1): the live prefix, read in place.
-    lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
-    block = min(64, window & -window)   # a power of two dividing the window
-    o_BxKxGxH = pallas_decode.decode_attention(
-        q_BxTxKxGxH[:, 0], new_cache['k'], new_cache['v'], layer, lengths_B, window=window,
-        scale=scale, block_s=block)   # in q's dtype
-    return o_BxKxGxH[:, None], new_cache
   if kind == 'reduce':
     # One query per row: multiply-and-reduce fusions read each cached slot once.
     q_BxKxGx1xH = q_BxTxKxGxH[:, 0, :, :, None, :].astype(jnp.float32)

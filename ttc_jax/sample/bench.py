@@ -73,15 +73,41 @@ def roofline_seconds(cfg, batch: int, prompt_len: int, new_tokens: int, bandwidt
   return {'roofline_s': total, 'memory_s': mem, 'compute_s': comp}
 
 
+def parse_variant(spec: str) -> dict:
+  """'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGESxHEADS]' -> decode settings.
+
+  attn: decode_attention ('auto', 'reduce', 'einsum', 'pallas'); unroll: 1 or 0; wN: N
+  attention windows, sN: N decode steps per loop iteration (0 or absent: the sampler's); k...:
+  the Pallas kernel's launch settings (ModelConfig.decode_kernel), e.g. k64x4x2x1.
+  """
+  attn, _, rest = spec.partition(':')
+  parts = rest.split(':') if rest else []
+  out = {'decode_attention': attn, 'decode_unroll': (parts[0] if parts else '1') != '0',
+         'n_windows': 0, 'steps_per_loop': 0, 'decode_kernel': ''}
+  for part in parts[1:]:
+    tag, value = part[:1], part[1:]
+    if tag == 'w' and value.isdigit():
+      out['n_windows'] = int(value)
+    elif tag == 's' and value.isdigit():
+      out['steps_per_loop'] = int(value)
+    elif tag == 'k' and len(value.split('x')) == 4:
+      out['decode_kernel'] = value.replace('x', ':')
+    else:
+      raise ValueError(f'--variants: cannot read {part!r} in {spec!r} (expected wN, sN or '
+                       'kBLOCKxWARPSxSTAGESxHEADS)')
+  return out
+
+
 def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
-              n_windows: int, trace_dir: str | None = None) -> dict:
+              n_windows: int, trace_dir: str | None = None, steps_per_loop: int = 0) -> dict:
   from ttc_jax.model import transformer
   from ttc_jax.sample.decode import Sampler
   params = transformer.init_params(cfg, jax.random.key(0))
   prompts = np.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 3,
                                           cfg.vocab_size), np.int32)
   lengths = np.full((batch,), prompt_len, np.int32)
-  sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows)
+  sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows,
+                    **({'steps_per_loop': steps_per_loop} if steps_per_loop else {}))
   cache_len = prompt_len + new_tokens
 
   def start(seed):
@@ -110,7 +136,10 @@ def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       jax.block_until_ready(sampler.generate(params, st).lengths_B)
   tokens = batch * new_tokens
-  return {'compile_and_first_call_s': first_call, 'compile_s': first_call - decode_s - prefill_s,
+  return {'n_windows': sampler.n_windows, 'steps_per_loop': sampler.steps_per_loop,
+          'decode_attention_used': transformer.decode_attention_kind(sampler.config),
+          'compile_and_first_call_s': first_call,
+          'compile_s': first_call - decode_s - prefill_s,
           'prefill_s': prefill_s, 'decode_s': decode_s, 'decode_step_ms': 1e3 * decode_s /
           new_tokens, 'decode_tokens_per_s': tokens / decode_s,
           'end_to_end_tokens_per_s': tokens / (decode_s + prefill_s)}
@@ -171,9 +200,10 @@ def main(argv=None) -> dict:
   ap.add_argument('--n-windows', type=int, default=0, help='0: the sampler default')
   ap.add_argument('--family', default='llama', choices=('llama', 'qwen2'),
                   help='qwen2: q/k/v biases and tied embeddings (e.g. the Qwen2.5-0.5B shape)')
-  ap.add_argument('--variants', default='reduce:1',
-                  help='comma-separated decode_attention:unroll pairs timed side by side, '
-                       'e.g. reduce:1,einsum:1,reduce:0')
+  ap.add_argument('--variants', default='auto:1',
+                  help='comma-separated decode variants timed side by side, each '
+                       "'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGESxHEADS]' (see "
+                       'parse_variant), e.g. auto:1,reduce:0,pallas:1:s4:k64x4x2x1')
   ap.add_argument('--trace', default=None,
                   help='directory for a Perfetto trace of one decode (first variant)')
   ap.add_argument('--hf', action='store_true', help='also time HF generate (torch, CUDA)')
@@ -191,19 +221,19 @@ def main(argv=None) -> dict:
             'matmul_flops_per_s': flop_rate, 'runs': []}
   print(f'{args.name}: bandwidth {bandwidth / 1e12:.2f} TB/s, matmul '
         f'{flop_rate / 1e12:.0f} TFLOP/s', flush=True)
-  variants = []
-  for v in args.variants.split(','):
-    attn, _, unroll = v.partition(':')
-    variants.append((attn, unroll != '0'))
+  variants = [(v, parse_variant(v)) for v in args.variants.split(',')]
   for batch in [int(b) for b in args.batch.split(',')]:
     roof = roofline_seconds(cfg, batch, args.prompt_len, args.new_tokens, bandwidth, flop_rate)
-    for i, (attn, unroll) in enumerate(variants):
-      vcfg = dataclasses.replace(cfg, decode_attention=attn, decode_unroll=unroll).validate()
+    for i, (spec, var) in enumerate(variants):
+      vcfg = dataclasses.replace(cfg, decode_attention=var['decode_attention'],
+                                 decode_unroll=var['decode_unroll'],
+                                 decode_kernel=var['decode_kernel']).validate()
       trace = (os.path.join(args.trace, f'{args.name}_{batch}') if args.trace and i == 0
                else None)
-      run = {'batch': batch, 'decode_attention': attn, 'decode_unroll': unroll,
+      run = {'batch': batch, 'variant': spec, **var,
              **bench_jax(vcfg, batch, args.prompt_len, args.new_tokens, args.reps,
-                         args.n_windows, trace)}
+                         var['n_windows'] or args.n_windows, trace,
+                         var['steps_per_loop'])}
       run.update(roof)
       run['roofline_tokens_per_s'] = batch * args.new_tokens / roof['roofline_s']
       run['fraction_of_roofline'] = roof['roofline_s'] / run['decode_s']

@@ -179,8 +179,12 @@ def _start(params, prompts_PxL, lengths_P, temperature_B, top_p_B, max_new_B,
 
 
 def auto_windows(config: ModelConfig) -> int:
-  """Windows for n_windows=0: each window compiles its own copy of the (unrolled) layers, so
-  deep models get fewer (about 48 layer bodies: compile stays under ~30 s on an H200)."""
+  """Windows for n_windows=0. The Pallas kernel reads only each row's live prefix whatever
+  the window, so it needs one. Otherwise each window compiles its own copy of the (unrolled)
+  layers, so deep models get fewer (about 48 layer bodies: compile stays under ~30 s on an
+  H200)."""
+  if transformer.decode_attention_kind(config) == 'pallas':
+    return 1
   if not config.decode_unroll:
     return 8
   return int(np.clip(48 // config.n_layers, 2, 8))
@@ -195,13 +199,18 @@ def _windows(cache_len: int, n_windows: int) -> list[int]:
 
 def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig, eos_id: int,
             step_ids: tuple[int, ...], top_k: int, use_top_p: bool, one_step: bool,
-            n_windows: int) -> DecodeState:
+            n_windows: int, steps_per_loop: int = 1) -> DecodeState:
   """Advance rows until each is done (or, with one_step, has ended one reasoning step).
 
   A sequence of `lax.while_loop`s, one per static attention window W: loop W runs while the
   longest active row fits in W slots, so a step reads only the live prefix of the cache
   rounded up to the window, not all S slots. All limits are arrays in the state, so new
   budgets, temperatures or step caps never recompile.
+
+  steps_per_loop > 1 runs that many decode steps per loop iteration (fewer loop-condition
+  round trips to the host; a step with no active row changes nothing, counter included, so
+  the samples are the same). Windows below S then get a one-step loop after the multi-step
+  one, for the steps that would cross the window's end.
   """
   b, s = state.tokens_BxS.shape
   slots_S = jnp.arange(s)
@@ -249,13 +258,33 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
         lengths_B=lengths_B, done_B=done_B, n_steps_B=n_steps_B,
         step_tokens_B=jnp.where(step_end_B, 0, step_tokens_B),
         step_end_BxS=st.step_end_BxS | (at_new_BxS & step_end_B[:, None]),
-        counter=st.counter + 1)
+        counter=st.counter + jnp.any(act_B))
     if one_step:
       paused_B = paused_B | step_end_B
     return st, paused_B
 
+  def multi_cond(window, carry):
+    # Every step of the iteration must fit the window: active rows grow by one per step.
+    st, paused_B = carry
+    act_B = active(st, paused_B)
+    longest = jnp.max(jnp.where(act_B, st.lengths_B, 0))
+    return jnp.any(act_B) & (longest + (steps_per_loop - 1) <= window)
+
+  def multi_body(window, carry):
+    for _ in range(steps_per_loop):
+      carry = body(window, carry)
+    return carry
+
   carry = (state, jnp.zeros((b,), bool))
   for window in _windows(s, n_windows):
+    if steps_per_loop > 1:
+      # In the last window (W = S) active rows never pass the end: a row is done when it fills
+      # its buffer, so the multi-step loop alone finishes every row.
+      carry = jax.lax.while_loop(
+          functools.partial(cond if window == s else multi_cond, window),
+          functools.partial(multi_body, window), carry)
+      if window == s:
+        continue
     carry = jax.lax.while_loop(functools.partial(cond, window), functools.partial(body, window),
                                carry)
   return carry[0]
@@ -309,6 +338,10 @@ class Sampler:
     params placed by `param_shardings`.
   n_windows: number of static attention windows the cache is split into (more windows read
     less of the cache per step but compile more loop bodies); 0: `auto_windows(config)`.
+  steps_per_loop: decode steps per iteration of `generate`'s decode loop (more: fewer host
+    round trips for the loop condition, more compiled steps, and up to steps_per_loop - 1
+    idle steps at the end of a call); the samples do not depend on it. `extend_one_step`
+    runs one step per iteration: its calls are short, so idle steps would cost more there.
   """
   config: ModelConfig
   eos_id: int
@@ -317,12 +350,22 @@ class Sampler:
   mesh: Mesh | None = None
   buckets: Sequence[int] = DEFAULT_BUCKETS
   n_windows: int = 0
+  steps_per_loop: int = 2
 
   def __post_init__(self):
     self.step_ids = tuple(int(i) for i in self.step_ids)
+    if (self.mesh is not None and self.mesh.size > 1
+        and self.config.decode_attention == 'auto'):
+      # GSPMD does not partition a pallas_call (it would gather the sharded cache onto every
+      # device), so rows sharded over several devices decode with the XLA attention.
+      self.config = dataclasses.replace(
+          self.config, decode_attention=transformer.xla_decode_attention_kind(self.config))
     if self.n_windows < 0:
       raise ValueError(f'n_windows must be >= 0 (0 = auto), got {self.n_windows}.')
     self.n_windows = int(self.n_windows) or auto_windows(self.config)
+    if not isinstance(self.steps_per_loop, (int, np.integer)) or self.steps_per_loop < 1:
+      raise ValueError(f"steps_per_loop must be a positive integer, got "
+                       f"{self.steps_per_loop!r}.")
     if self.top_k < 0:
       raise ValueError(f'top_k must be >= 0 (0 = off), got {self.top_k}.')
     self._jits: dict[Any, Any] = {}
@@ -428,7 +471,8 @@ class Sampler:
     name = 'decode' + ('' if donate else '_keep') + ('' if row_keys is None else '_rowkeys')
     fn = self._jit(name, _decode, params, state if self.mesh is not None else None,
                    eos_id=int(self.eos_id), step_ids=self.step_ids, top_k=int(self.top_k),
-                   use_top_p=use_top_p, one_step=one_step, n_windows=int(self.n_windows))
+                   use_top_p=use_top_p, one_step=one_step, n_windows=int(self.n_windows),
+                   steps_per_loop=1 if one_step else int(self.steps_per_loop))
     return fn(params, state, row_keys)
 
   def generate(self, params, state: DecodeState, row_keys=None,

@@ -163,6 +163,38 @@ def test_append_bad_inputs():
     decode_attention_append(q, new, new, k, v, 0, lengths, write[:2], **opts)
 
 
+@pytest.mark.parametrize('groups,dtype', [(1, jnp.bfloat16), (4, jnp.bfloat16),
+                                          (1, jnp.float32)])
+@pytest.mark.parametrize('append', [False, True])
+def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, append):
+  """The kernel lowers through Pallas' Triton backend for a CUDA target (jax.export, no GPU
+  needed): the interpreter used by the other tests does not catch Triton lowering errors."""
+  from jax._src.pallas.triton import gpu_info
+  monkeypatch.setattr(gpu_info, 'get_gpu_info', lambda: gpu_info.GpuInfo(
+      gpu_version=None, arch_name='9.0', compute_capability=90))   # an H100 / H200
+  b, k, s, h, n_layers = 8, 2, 128, 64, 2
+  spec = jax.ShapeDtypeStruct
+  q, kv = spec((b, k, groups, h), dtype), spec((n_layers, b, k, s, h), dtype)
+  new, lengths = spec((b, k, h), dtype), spec((b,), jnp.int32)
+  opts = dict(window=s, scale=0.125, block_s=64, interpret=False)
+  for n_splits in (1, 2):
+    for layer in (1, spec((), jnp.int32)):   # static, then traced
+      traced = not isinstance(layer, int)
+      if append:
+        fn = lambda q, kn, vn, kc, vc, ln, w, *lay: decode_attention_append(
+            q, kn, vn, kc, vc, lay[0] if lay else 1, ln, w, n_splits=n_splits, **opts)
+        args = (q, new, new, kv, kv, lengths, spec((b,), jnp.bool_))
+      else:
+        fn = lambda q, kc, vc, ln, *lay: decode_attention(
+            q, kc, vc, lay[0] if lay else 1, ln, n_splits=n_splits, **opts)
+        args = (q, kv, kv, lengths)
+      try:
+        jax.export.export(jax.jit(fn), platforms=['cuda'])(*args, *((layer,) if traced else ()))
+      except ValueError as e:   # lowered: only export's check of custom-call targets objects
+        if 'custom call safety check' not in str(e):
+          raise
+
+
 def test_auto_splits():
   assert auto_splits(3, 2, 64, 16) == 4  # capped by the 4 blocks of the window
   assert auto_splits(16, 4, 1024, 64) == 5  # ceil(264 / 64)

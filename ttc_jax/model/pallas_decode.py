@@ -108,19 +108,23 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
   if append:
     k_new = k_new_ref[...].astype(jnp.float32)
     v_new = v_new_ref[...].astype(jnp.float32)
-    first = split == 0
+    # 1.0 in split 0 (which counts the new token), else 0.0; arithmetic rather than a
+    # select on scalars, which the Triton lowering types wrongly (an i1 result).
+    first = (1 - jnp.minimum(split, 1)).astype(jnp.float32)
 
-    @pl.when(first & (write_ref[()] != 0))
+    @pl.when((split == 0) & (write_ref[()] != 0))
     def _():
       k_out_ref[at(length - 1)] = k_new_ref[...].astype(k_out_ref.dtype)
       v_out_ref[at(length - 1)] = v_new_ref[...].astype(v_out_ref.dtype)
 
   def init_state(q_H):
-    """(m, l, acc) before the first block: the new token's term for split 0 with `append`."""
+    """(m, l, acc) before the first block: the new token's term for split 0 with `append`.
+
+    Every split starts from the new token's logit as its running max (any finite start is
+    valid: l and acc are kept relative to it); only split 0 counts the token itself."""
     if not append:
       return (jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32))
-    m = jnp.where(first, jnp.sum(q_H * k_new) * scale, -jnp.inf)
-    return m, jnp.where(first, 1.0, 0.0), jnp.where(first, v_new, 0.0)
+    return jnp.sum(q_H * k_new) * scale, first, first * v_new
 
   def load_block(i):
     start = pl.multiple_of((split + i * n_splits) * block_s, block_s)
@@ -179,9 +183,9 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
       return online_update(*carry, logits * scale, live_S[None, :], pv)
 
     if append:
-      m0 = jnp.where(first, jnp.sum(q_PxH * k_new[None, :], axis=1) * scale, -jnp.inf)
-      init = (m0, jnp.where(first, jnp.ones((16,), jnp.float32), 0.0),
-              jnp.where(first, jnp.broadcast_to(v_new[None, :], (16, head_dim)), 0.0))
+      init = (jnp.sum(q_PxH * k_new[None, :], axis=1) * scale,
+              first * jnp.ones((16,), jnp.float32),
+              first * jnp.broadcast_to(v_new[None, :], (16, head_dim)))
     else:
       init = (jnp.full((16,), -jnp.inf, jnp.float32), jnp.zeros((16,), jnp.float32),
               jnp.zeros((16, head_dim), jnp.float32))

@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ttc_jax.model.pallas_decode import (auto_splits, decode_attention,
-                                         decode_attention_append)
+from ttc_jax.model.pallas_decode import auto_splits, decode_attention
 
 B, K, S, H, L = 4, 2, 64, 16, 2
 BLOCK = 16
@@ -123,50 +122,9 @@ def test_traced_layer_under_jit_and_scan():
     check(outs[layer], q, reference(q, k, v, layer, LENGTHS))
 
 
-@pytest.mark.parametrize('dtype,groups', [(jnp.float32, 1), (jnp.bfloat16, 1),
-                                          (jnp.bfloat16, 4), (jnp.float32, 3)])
-@pytest.mark.parametrize('n_splits', [1, 2])
-def test_append_equals_write_then_attend(dtype, groups, n_splits):
-  """The fused form stores the new key and value at slot length - 1 (only where write_B) and
-  attends exactly as writing them first and calling decode_attention, for a static and a
-  traced layer; no other slot of the cache changes."""
-  q, k, v = make_inputs(groups, dtype, seed=5)
-  rng = np.random.default_rng(6)
-  k_new, v_new = (jnp.asarray(rng.standard_normal((B, K, H), np.float32), dtype)
-                  for _ in range(2))
-  write = np.array([True, False, True, True])
-  layer = 1
-  rows = np.arange(B)[write]
-  k_want = k.at[layer, rows, :, LENGTHS[write] - 1].set(k_new[rows])
-  v_want = v.at[layer, rows, :, LENGTHS[write] - 1].set(v_new[rows])
-  opts = dict(window=S, scale=SCALE, block_s=BLOCK, n_splits=n_splits)
-  for lay in (layer, jnp.int32(layer)):
-    out, k_out, v_out = decode_attention_append(q, k_new, v_new, k, v, lay,
-                                                jnp.asarray(LENGTHS), jnp.asarray(write),
-                                                **opts)
-    np.testing.assert_array_equal(np.asarray(k_out, np.float32), np.asarray(k_want, np.float32))
-    np.testing.assert_array_equal(np.asarray(v_out, np.float32), np.asarray(v_want, np.float32))
-    # Every row attends to its new token, written or not.
-    k_all = k.at[layer, np.arange(B), :, LENGTHS - 1].set(k_new)
-    v_all = v.at[layer, np.arange(B), :, LENGTHS - 1].set(v_new)
-    check(out, q, reference(q, k_all, v_all, layer, LENGTHS))
-
-
-def test_append_bad_inputs():
-  q, k, v = make_inputs(1, jnp.float32)
-  new = jnp.zeros((B, K, H))
-  lengths, write = jnp.asarray(LENGTHS), jnp.ones((B,), bool)
-  opts = dict(window=S, scale=SCALE, block_s=BLOCK)
-  with pytest.raises(ValueError, match='k_new_BxKxH'):
-    decode_attention_append(q, new[:, :1], new, k, v, 0, lengths, write, **opts)
-  with pytest.raises(ValueError, match='write_B'):
-    decode_attention_append(q, new, new, k, v, 0, lengths, write[:2], **opts)
-
-
 @pytest.mark.parametrize('groups,dtype', [(1, jnp.bfloat16), (4, jnp.bfloat16),
                                           (1, jnp.float32)])
-@pytest.mark.parametrize('append', [False, True])
-def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, append):
+def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype):
   """The kernel lowers through Pallas' Triton backend for a CUDA target (jax.export, no GPU
   needed): the interpreter used by the other tests does not catch Triton lowering errors."""
   from jax._src.pallas.triton import gpu_info
@@ -175,19 +133,14 @@ def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, append):
   b, k, s, h, n_layers = 8, 2, 128, 64, 2
   spec = jax.ShapeDtypeStruct
   q, kv = spec((b, k, groups, h), dtype), spec((n_layers, b, k, s, h), dtype)
-  new, lengths = spec((b, k, h), dtype), spec((b,), jnp.int32)
+  lengths = spec((b,), jnp.int32)
   opts = dict(window=s, scale=0.125, block_s=64, interpret=False)
   for n_splits in (1, 2):
     for layer in (1, spec((), jnp.int32)):   # static, then traced
       traced = not isinstance(layer, int)
-      if append:
-        fn = lambda q, kn, vn, kc, vc, ln, w, *lay: decode_attention_append(
-            q, kn, vn, kc, vc, lay[0] if lay else 1, ln, w, n_splits=n_splits, **opts)
-        args = (q, new, new, kv, kv, lengths, spec((b,), jnp.bool_))
-      else:
-        fn = lambda q, kc, vc, ln, *lay: decode_attention(
-            q, kc, vc, lay[0] if lay else 1, ln, n_splits=n_splits, **opts)
-        args = (q, kv, kv, lengths)
+      fn = lambda q, kc, vc, ln, *lay: decode_attention(
+          q, kc, vc, lay[0] if lay else 1, ln, n_splits=n_splits, **opts)
+      args = (q, kv, kv, lengths)
       try:
         jax.export.export(jax.jit(fn), platforms=['cuda'])(*args, *((layer,) if traced else ()))
       except ValueError as e:   # lowered: only export's check of custom-call targets objects

@@ -195,7 +195,9 @@ def test_steps_per_loop_changes_no_sample(params):
   for name in ('tokens_BxS', 'lengths_B', 'step_end_BxS', 'n_steps_B', 'done_B', 'counter'):
     np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
   with pytest.raises(ValueError, match='steps_per_loop'):
-    Sampler(CFG, eos_id=-1, steps_per_loop=0)
+    Sampler(CFG, eos_id=-1, steps_per_loop=-1)
+  assert Sampler(CFG, eos_id=-1, n_windows=1).steps_per_loop == 2
+  assert Sampler(CFG, eos_id=-1, n_windows=2).steps_per_loop == 1
 
 
 _SHARDED = textwrap.dedent('''

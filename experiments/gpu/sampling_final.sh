@@ -1,14 +1,12 @@
 #!/bin/bash
-# One device call: the sampler's defaults after the tuning round (sampling_tune.sh) measured
-# for issue 3's table, with HF generate beside them, plus the study's sample-bank stage run
-# with those defaults.
-#  1. kernel alone at the S and M attention shapes (read-only and cache-writing forms);
-#  2. S/4096 and M/1024: the default ('auto': the Pallas kernel with its cache write, one
-#     window, 2 steps per loop iteration), Pallas with 1 step per iteration, and 'reduce'
-#     (the XLA attention, the old default), HF generate beside them; batch 256 (default);
-#  3. the default with cuBLAS for every matmul (XLA's Triton GEMM off), in another process;
-#  4. `ttc run configs/arith_study.py --stages sample_bank` (pretrain xs, then the
-#     500 x 2048 bank) with the default sampler.
+# One device call: the sampler's defaults after the tuning round (sampling_tune.sh), measured
+# for issue 3's table with HF generate beside them, then the study's first stages with them.
+#  1. S/4096 and M/1024: the default ('auto': the Pallas kernel, one window, 2 steps per loop
+#     iteration), Pallas with 1 step per iteration, and 'reduce' (the XLA attention, the old
+#     default), HF generate beside them; batch 256 with the default;
+#  2. `ttc run configs/arith_study.py --stages sample_bank` (pretrain xs, then the 500 x 2048
+#     bank) with the default sampler;
+#  3. greedy decoding of the trained xs with each decode attention (decode_parity.py).
 # Logs and JSON go to $OUT.
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/res
@@ -31,12 +29,6 @@ for line in sys.stdin:
   elif line.strip() and not line.startswith('{'):
     print(line.rstrip())
 "; }
-for shape in "S 4096 4" "M 1024 12"; do
-  set -- $shape
-  echo "== kernel $1" | tee -a $LOG
-  timeout 60 python3 -m ttc_jax.model.pallas_decode --batch $2 --kv-heads $3 --seq 128 --live 80 \
-    --layers $3 --configs 64:4:2 2>&1 | grep -v Warn | tee -a $LOG
-done
 B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 3"
 S="--name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024"
 M="--name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072"
@@ -48,19 +40,16 @@ echo "== M" | tee -a $LOG
 timeout 150 $B $M --batch 1024 --hf --trace /tmp/trace --out /tmp/res/bench_M.json \
   --variants auto:1,pallas:1:s1,reduce:1 2>&1 | grep -v Warn | summ | tee -a $LOG
 timeout 60 $B $M --batch 256 --out /tmp/res/bench_M256.json --variants auto:1 2>&1 | grep -v Warn | summ | tee -a $LOG
-echo "== cuBLAS for every matmul (--xla_gpu_enable_triton_gemm=false)" | tee -a $LOG
-XLA_FLAGS=--xla_gpu_enable_triton_gemm=false timeout 50 $B $S --batch 4096 --out /tmp/res/bench_S_cublas.json \
-  --variants auto:1 2>&1 | grep -v Warn | summ | tee -a $LOG
-XLA_FLAGS=--xla_gpu_enable_triton_gemm=false timeout 60 $B $M --batch 1024 --out /tmp/res/bench_M_cublas.json \
-  --variants auto:1 2>&1 | grep -v Warn | summ | tee -a $LOG
 echo "== study: sample_bank stage with the default sampler" | tee -a $LOG
 XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 timeout 260 python3 -m ttc_jax.cli run configs/arith_study.py \
   --config.workdir=/tmp/study --stages sample_bank > /tmp/res/study_log.txt 2>&1
 echo "study rc=$?" | tee -a $LOG
 timeout 30 python3 -m ttc_jax.cli stages /tmp/study/arith_study 2>&1 | tee -a $LOG
-for f in sample_bank/bank_xs.json sample_bank/STAGE.json pretrain_xs/STAGE.json; do
-  echo "-- $f"; grep -v '^ *"\(inputs\|arith\|op_weights\)' /tmp/study/arith_study/$f | head -12
-done 2>&1 | tee -a $LOG
+python3 -c "
+import json; s = json.load(open('/tmp/study/arith_study/summary.json'))
+print(json.dumps({k: s[k] for k in ('pretrain_xs', 'sample_bank') if k in s}, indent=1)[:2500])" 2>&1 | tee -a $LOG
+echo "== greedy decoding of xs with each decode attention" | tee -a $LOG
+timeout 150 python3 experiments/gpu/decode_parity.py /tmp/study/arith_study --member xs 2>&1 | grep -v Warn | tee -a $LOG
 for f in $(find /tmp/trace -name perfetto_trace.json.gz); do
   n=$(echo "$f" | sed 's#/tmp/trace/\([^/]*\)/.*#\1#')
   echo "== $n"; python3 experiments/trace_summary.py "$f" --top 30

@@ -8,11 +8,6 @@ heads that share kv head k. With one split the program writes the normalised out
 several it writes its partial (m, l, acc) and a small JAX epilogue merges the splits with
 log-sum-exp rescaling.
 
-`decode_attention_append` also takes the step's new key and value: the kernel stores them
-at slot lengths_B[b] - 1 of the cache (aliased in place, only for rows with write_B) and
-attends to them straight from its inputs, so the decode step needs no separate cache
-scatter (two kernels per layer fewer).
-
 G = 1 (and float32 caches) use elementwise multiply + reduce; G > 1 over a 16-bit cache pads
 the queries to 16 rows and uses tensor-core dots (Triton needs dims >= 16), splitting the
 float32 operands into hi + lo 16-bit halves so results keep float32-level accuracy.
@@ -26,9 +21,6 @@ so the cache is never sliced or copied in JAX.
 Usage:
   out_BxKxGxH = decode_attention(q_BxKxGxH, cache['k'], cache['v'], layer, lengths_B,
                                  window=w, scale=h ** -0.5)
-  out_BxKxGxH, k, v = decode_attention_append(q_BxKxGxH, k_new_BxKxH, v_new_BxKxH,
-                                              cache['k'], cache['v'], layer, lengths_B,
-                                              write_B, window=w, scale=h ** -0.5)
 
 Micro-benchmark (GPU), kernel settings side by side (block_s:num_warps:num_stages):
   python -m ttc_jax.model.pallas_decode --batch 4096 --kv-heads 4 --groups 1 \
@@ -66,17 +58,12 @@ def _split_hi_lo(x, dtype):
 
 
 def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
-            dynamic_layer: bool, use_dot: bool, append: bool, normalize: bool):
+            dynamic_layer: bool, use_dot: bool, normalize: bool):
   """One (row b, kv head k, split s) program; see the module docstring.
 
   Inputs: q [G, H]; k, v [S, H] ([L, S, H] for a dynamic layer); length []; layer [1]
-  (dynamic layer only); with `append`: k_new [H], v_new [H], write [] (int32).
-  Outputs: normalize=True (one split): out [G, H] in q's dtype; else the partials acc [G, H],
-  m [G], l [G] (float32); with `append`, then the caches (aliased to the k, v inputs).
-
-  append: slot length - 1 holds the step's new token. The blocks cover slots [0, length - 1)
-  only; split 0 starts its online softmax from the new token (from k_new, v_new), and, where
-  write is set, stores k_new and v_new into that slot (no program reads it).
+  (dynamic layer only). Outputs: normalize=True (one split): out [G, H] in q's dtype; else
+  the partials acc [G, H], m [G], l [G] (float32).
   use_dot=False: each query group g keeps its own (m, l, acc[H]) and the logits are an
   elementwise multiply + reduce over H (no tiny matmul). use_dot=True (16-bit caches, G > 1):
   the G queries are padded to 16 rows and both products run as tensor-core dots with float32
@@ -84,51 +71,23 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
   the result keeps float32-level accuracy.
   """
   q_ref, k_ref, v_ref, len_ref = refs[:4]
-  rest = list(refs[4:])
-  layer = rest.pop(0)[0] if dynamic_layer else None
-  if append:
-    k_new_ref, v_new_ref, write_ref = rest[:3]
-    rest = rest[3:]
-    k_out_ref, v_out_ref = rest[-2:]
-    rest = rest[:-2]
-  out_refs = rest
+  layer = refs[4][0] if dynamic_layer else None
+  out_refs = refs[5 if dynamic_layer else 4:]
   at = (lambda sl: (layer, sl, slice(None))) if dynamic_layer else (
       lambda sl: (sl, slice(None)))
   split = pl.program_id(2)
   length = len_ref[()]
-  cached = length - 1 if append else length   # slots read from the cache
-  live_blocks = lax.div(cached + (block_s - 1), block_s)
-  # Blocks split, split + n, ... below live_blocks; live_blocks >= 0 > split - n keeps the
+  live_blocks = lax.div(length + (block_s - 1), block_s)
+  # Blocks split, split + n, ... below live_blocks; live_blocks >= 1 > split - n keeps the
   # numerator non-negative, so truncating division is floor division.
   n_iter = lax.div(live_blocks - split + (n_splits - 1), n_splits)
   head_dim = q_ref.shape[-1]
   queries = [q_ref[g, :].astype(jnp.float32) for g in range(n_groups)]
   offsets = jnp.arange(block_s, dtype=jnp.int32)
 
-  if append:
-    k_new = k_new_ref[...].astype(jnp.float32)
-    v_new = v_new_ref[...].astype(jnp.float32)
-    # 1.0 in split 0 (which counts the new token), else 0.0; arithmetic rather than a
-    # select on scalars, which the Triton lowering types wrongly (an i1 result).
-    first = (1 - jnp.minimum(split, 1)).astype(jnp.float32)
-
-    @pl.when((split == 0) & (write_ref[()] != 0))
-    def _():
-      k_out_ref[at(length - 1)] = k_new_ref[...].astype(k_out_ref.dtype)
-      v_out_ref[at(length - 1)] = v_new_ref[...].astype(v_out_ref.dtype)
-
-  def init_state(q_H):
-    """(m, l, acc) before the first block: the new token's term for split 0 with `append`.
-
-    Every split starts from the new token's logit as its running max (any finite start is
-    valid: l and acc are kept relative to it); only split 0 counts the token itself."""
-    if not append:
-      return (jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32))
-    return jnp.sum(q_H * k_new) * scale, first, first * v_new
-
   def load_block(i):
     start = pl.multiple_of((split + i * n_splits) * block_s, block_s)
-    live_S = (start + offsets) < cached  # slot `start` is always live
+    live_S = (start + offsets) < length  # slot `start` is always live
     rows = pl.ds(start, block_s)
     # Masked loads: dead slots of the partial block are not fetched; zero them explicitly
     # since a masked-off lane's value is unspecified.
@@ -182,13 +141,8 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
 
       return online_update(*carry, logits * scale, live_S[None, :], pv)
 
-    if append:
-      init = (jnp.sum(q_PxH * k_new[None, :], axis=1) * scale,
-              first * jnp.ones((16,), jnp.float32),
-              first * jnp.broadcast_to(v_new[None, :], (16, head_dim)))
-    else:
-      init = (jnp.full((16,), -jnp.inf, jnp.float32), jnp.zeros((16,), jnp.float32),
-              jnp.zeros((16, head_dim), jnp.float32))
+    init = (jnp.full((16,), -jnp.inf, jnp.float32), jnp.zeros((16,), jnp.float32),
+            jnp.zeros((16, head_dim), jnp.float32))
     m_P, l_P, acc_PxH = lax.fori_loop(0, n_iter, body, init)
     for g in range(n_groups):
       is_g = rows_P == g
@@ -205,7 +159,8 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
                       live_S, pv)
         for q_H, (m, l, acc_H) in zip(queries, carry))
 
-  init = tuple(init_state(q_H) for q_H in queries)
+  init = tuple((jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32))
+               for _ in queries)
   for g, (m, l, acc_H) in enumerate(lax.fori_loop(0, n_iter, body, init)):
     store(g, m, l, acc_H)
 
@@ -291,44 +246,7 @@ def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: 
                                           lengths_B, window, block_s, n_splits, num_warps,
                                           num_stages)
   return _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
-                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None, None,
-                 static_layer=None if dynamic_layer else int(layer), window=window,
-                 scale=float(scale), block_s=block_s, splits=splits, use_dot=use_dot,
-                 num_warps=num_warps, num_stages=num_stages,
-                 interpret=_interpret(interpret))[0]
-
-
-def decode_attention_append(q_BxKxGxH: jax.Array, k_new_BxKxH: jax.Array,
-                            v_new_BxKxH: jax.Array, k_LxBxKxSxH: jax.Array,
-                            v_LxBxKxSxH: jax.Array, layer, lengths_B: jax.Array,
-                            write_B: jax.Array, *, window: int, scale: float,
-                            block_s: int = 64, n_splits: int = 0, num_warps: int = 4,
-                            num_stages: int = 2, interpret: bool | None = None):
-  """One decode step's cache write and attention in one kernel.
-
-  Row b's new key and value (k_new_BxKxH[b], v_new_BxKxH[b]) belong at slot
-  lengths_B[b] - 1 of layer `layer`. Rows with write_B[b] store them there (the caches are
-  updated in place: pass buffers you no longer need, e.g. inside a jitted step); the others
-  leave the cache untouched. Every row attends to cache slots [0, lengths_B[b] - 1) plus its
-  new token, i.e. the same result as writing the token first and calling
-  `decode_attention`. Arguments otherwise as in `decode_attention`.
-
-  Returns:
-    (out [B, K, G, H] in q's dtype, the key cache, the value cache).
-  """
-  dynamic_layer, use_dot, splits = _check(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer,
-                                          lengths_B, window, block_s, n_splits, num_warps,
-                                          num_stages)
-  batch, kv_heads, _, head_dim = q_BxKxGxH.shape
-  for name, x in (('k_new_BxKxH', k_new_BxKxH), ('v_new_BxKxH', v_new_BxKxH)):
-    if x.shape != (batch, kv_heads, head_dim):
-      raise ValueError(f'{name} must be [B, K, H] = {(batch, kv_heads, head_dim)}, got '
-                       f'{x.shape}')
-  if jnp.shape(write_B) != (batch,):
-    raise ValueError(f'write_B must be a [B={batch}] mask, got shape {jnp.shape(write_B)}')
-  new = (k_new_BxKxH, v_new_BxKxH, jnp.asarray(write_B).astype(jnp.int32))
-  return _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
-                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None, new,
+                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None,
                  static_layer=None if dynamic_layer else int(layer), window=window,
                  scale=float(scale), block_s=block_s, splits=splits, use_dot=use_dot,
                  num_warps=num_warps, num_stages=num_stages,
@@ -342,12 +260,11 @@ def _interpret(interpret):
 @functools.partial(jax.jit, static_argnames=('static_layer', 'window', 'scale', 'block_s',
                                              'splits', 'use_dot', 'num_warps', 'num_stages',
                                              'interpret'))
-def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, new, *,
+def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, *,
             static_layer, window, scale, block_s, splits, use_dot, num_warps, num_stages,
             interpret):
   """The pallas_call and, with several splits, the split-merging epilogue (with one split
-  the kernel writes the normalised output itself). new: None or (k_new, v_new, write).
-  Returns (out,) or, with `new`, (out, k cache, v cache)."""
+  the kernel writes the normalised output itself)."""
   n_layers, batch, kv_heads, slots, head_dim = k_LxBxKxSxH.shape
   n_groups = q_BxKxGxH.shape[2]
   lengths_B = jnp.minimum(lengths_B.astype(jnp.int32), window)
@@ -381,40 +298,27 @@ def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, new, 
         jax.ShapeDtypeStruct(part_shape, jnp.float32),
         jax.ShapeDtypeStruct(part_shape, jnp.float32),
     ]
-  aliases = {}
-  if new is not None:
-    row_head = pl.BlockSpec((None, None, head_dim), lambda b, k, s: (b, k, 0))
-    in_specs += [row_head, row_head, len_spec]
-    operands += list(new)
-    # The caches come back as the last two outputs, in place of the k and v inputs.
-    aliases = {1: len(out_shape), 2: len(out_shape) + 1}
-    out_specs += [kv_spec, kv_spec]
-    out_shape += [jax.ShapeDtypeStruct(k_LxBxKxSxH.shape, k_LxBxKxSxH.dtype),
-                  jax.ShapeDtypeStruct(v_LxBxKxSxH.shape, v_LxBxKxSxH.dtype)]
-
   kernel = functools.partial(_kernel, n_groups=n_groups, n_splits=splits, block_s=block_s,
                              scale=scale, dynamic_layer=static_layer is None,
-                             use_dot=use_dot, append=new is not None, normalize=normalize)
+                             use_dot=use_dot, normalize=normalize)
   outs = pl.pallas_call(
       kernel,
       grid=(batch, kv_heads, splits),
       in_specs=in_specs,
       out_specs=out_specs,
       out_shape=out_shape,
-      input_output_aliases=aliases,
       compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
       interpret=interpret,
       name='decode_attention',
   )(*operands)
-  caches = tuple(outs[-2:]) if new is not None else ()
   if normalize:
-    return (outs[0], *caches)
-  acc_BxKxNxGxH, m_BxKxNxG, l_BxKxNxG = outs[:3]
+    return outs[0]
+  acc_BxKxNxGxH, m_BxKxNxG, l_BxKxNxG = outs
   m_BxKxG = jnp.max(m_BxKxNxG, axis=2)
   w_BxKxNxG = jnp.exp(m_BxKxNxG - m_BxKxG[:, :, None])  # 0 for splits with no blocks
   l_BxKxG = jnp.sum(w_BxKxNxG * l_BxKxNxG, axis=2)
   out = jnp.sum(w_BxKxNxG[..., None] * acc_BxKxNxGxH, axis=2) / l_BxKxG[..., None]
-  return (out.astype(q_BxKxGxH.dtype), *caches)
+  return out.astype(q_BxKxGxH.dtype)
 
 
 def reference_decode_attention(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer, lengths_B, *,
@@ -442,59 +346,40 @@ def _main():
   parser.add_argument('--layers', type=int, default=4)
   parser.add_argument('--configs', default='64:4:2',
                       help='comma-separated block_s:num_warps:num_stages kernel settings, '
-                           'timed side by side (each also as decode_attention_append)')
+                           'timed side by side')
   parser.add_argument('--n-splits', type=int, default=0)
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--iters', type=int, default=50)
   a = parser.parse_args()
   b, kh, g, h, s = a.batch, a.kv_heads, a.groups, a.head_dim, a.seq
-  keys = jax.random.split(jax.random.key(0), 5)
+  keys = jax.random.split(jax.random.key(0), 3)
   q = jax.random.normal(keys[0], (b, kh, g, h), a.dtype)
   k = jax.random.normal(keys[1], (a.layers, b, kh, s, h), a.dtype)
   v = jax.random.normal(keys[2], (a.layers, b, kh, s, h), a.dtype)
-  k_new = jax.random.normal(keys[3], (b, kh, h), a.dtype)
-  v_new = jax.random.normal(keys[4], (b, kh, h), a.dtype)
   lengths = jnp.full((b,), a.live, jnp.int32)
-  write = jnp.ones((b,), bool)
   # A static layer, as in the sampler; one layer's cache is far larger than the L2 cache.
-  layer = a.layers - 1
-  # The cache already holds the new token, so the append form rewrites the same values and
-  # every variant computes the same function.
-  k = k.at[layer, :, :, a.live - 1].set(k_new)
-  v = v.at[layer, :, :, a.live - 1].set(v_new)
-  opts = dict(window=s, scale=h ** -0.5)
-  fns = {'reference': jax.jit(lambda q, k, v: reference_decode_attention(
-      q, k, v, layer, lengths, **opts))}
+  opts = dict(window=s, scale=h ** -0.5, layer=a.layers - 1)
+  fns = {'reference': jax.jit(functools.partial(reference_decode_attention, **opts))}
   for spec in a.configs.split(','):
     blk, warps, stages = (int(x) for x in spec.split(':'))
-    kw = dict(block_s=blk, n_splits=a.n_splits, num_warps=warps, num_stages=stages, **opts)
-    fns[f'pallas {spec}'] = jax.jit(lambda q, k, v, kw=kw: decode_attention(
-        q, k, v, layer, lengths, **kw))
-    # The append form writes the new token in place: donate the caches, as the sampler does.
-    fns[f'append {spec}'] = jax.jit(lambda q, k, v, kw=kw: decode_attention_append(
-        q, k_new, v_new, k, v, layer, lengths, write, **kw), donate_argnums=(1, 2))
+    fns[f'pallas {spec}'] = jax.jit(functools.partial(
+        decode_attention, block_s=blk, n_splits=a.n_splits, num_warps=warps,
+        num_stages=stages, **opts))
   live_bytes = 2 * b * kh * a.live * h * jnp.dtype(a.dtype).itemsize
   print(f'backend={jax.default_backend()} B={b} K={kh} G={g} H={h} S={s} live={a.live} '
         f'L={a.layers} splits={a.n_splits or "auto"} dtype={a.dtype}')
   want = None
   for name, fn in fns.items():
-    appends = name.startswith('append')
-    def call():
-      nonlocal k, v
-      if not appends:
-        return fn(q, k, v)
-      out, k, v = fn(q, k, v)
-      return out
     try:
       for _ in range(2):   # warm-up: compile, then any first-run setup
-        out = call().block_until_ready()
+        out = fn(q, k, v, lengths_B=lengths).block_until_ready()
     except Exception as e:  # a setting the compiler rejects: report it, time the others
       print(f'{name:>18}: failed: {type(e).__name__}: {str(e)[:300]}', flush=True)
       continue
     want = out if want is None else want
     t0 = time.perf_counter()
     for _ in range(a.iters):
-      out = call()
+      out = fn(q, k, v, lengths_B=lengths)
     out.block_until_ready()
     us = (time.perf_counter() - t0) / a.iters * 1e6
     err = float(jnp.max(jnp.abs(out.astype(jnp.float32) - want.astype(jnp.float32))))

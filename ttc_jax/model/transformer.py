@@ -162,10 +162,9 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache.
 
   The whole [L, B, K, S, H] cache is carried through the layers, so the new keys and values
-  are written in place (no per-layer copy of the cache): by the Pallas kernel itself, or by
-  a scatter before the XLA paths read the window. Rows with write_B False write nothing
-  (the kernel skips them; their scatter index is out of range and dropped), so a finished
-  row's cache is never touched. Only the first `window` slots are read (for each row and kv head one
+  are scattered in place (no per-layer copy of the cache). Rows with write_B False write
+  nothing (their scatter index is out of range and dropped), so a finished row's cache is
+  never touched. Only the first `window` slots are read (for each row and kv head one
   contiguous block): the caller guarantees every written position is below it.
   Returns (attention output [B, T, K, G, H], updated cache).
   """
@@ -173,21 +172,6 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   s = cache['k'].shape[3]
   scale = attention_scale(cfg)
   kind = decode_attention_kind(cfg) if t == 1 else 'einsum'
-  if kind == 'pallas':
-    from ttc_jax.model import pallas_decode
-    # Row b attends to slots [0, position + 1): the live prefix, read in place. The kernel
-    # also stores the new key and value at slot `position` (rows with write_B), so the step
-    # needs no separate cache scatter.
-    lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
-    block, warps, stages = (
-        (int(p) for p in cfg.decode_kernel.split(':')) if cfg.decode_kernel else (64, 4, 2))
-    block = min(block, window & -window)   # a power of two dividing the window
-    dtype = cache['k'].dtype
-    o_BxKxGxH, k_cache, v_cache = pallas_decode.decode_attention_append(
-        q_BxTxKxGxH[:, 0], k_BxTxKxH[:, 0].astype(dtype), v_BxTxKxH[:, 0].astype(dtype),
-        cache['k'], cache['v'], layer, lengths_B, write_B, window=window, scale=scale,
-        block_s=block, num_warps=warps, num_stages=stages)   # in q's dtype
-    return o_BxKxGxH[:, None], {'k': k_cache, 'v': v_cache}
   start_B = jnp.where(write_B, positions_BxT[:, 0], s)
   slots_BxT = start_B[:, None] + jnp.arange(t)[None, :]
   rows_Bx1 = jnp.arange(b)[:, None]
@@ -200,6 +184,17 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
 
   new_cache = {'k': write(cache['k'], k_BxTxKxH.astype(cache['k'].dtype)),
                'v': write(cache['v'], v_BxTxKxH.astype(cache['v'].dtype))}
+  if kind == 'pallas':
+    from ttc_jax.model import pallas_decode
+    # Row b attends to slots [0, position + 1): the live prefix, read in place.
+    lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
+    block, warps, stages = (
+        (int(p) for p in cfg.decode_kernel.split(':')) if cfg.decode_kernel else (64, 4, 2))
+    block = min(block, window & -window)   # a power of two dividing the window
+    o_BxKxGxH = pallas_decode.decode_attention(
+        q_BxTxKxGxH[:, 0], new_cache['k'], new_cache['v'], layer, lengths_B, window=window,
+        scale=scale, block_s=block, num_warps=warps, num_stages=stages)   # in q's dtype
+    return o_BxKxGxH[:, None], new_cache
   keys_BxKxWxH = jax.lax.dynamic_index_in_dim(new_cache['k'], layer, 0, False)[:, :, :window]
   values_BxKxWxH = jax.lax.dynamic_index_in_dim(new_cache['v'], layer, 0, False)[:, :, :window]
   slot_pos_BxW = jnp.broadcast_to(jnp.arange(window), (b, window))

@@ -106,8 +106,7 @@ def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
   prompts = np.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 3,
                                           cfg.vocab_size), np.int32)
   lengths = np.full((batch,), prompt_len, np.int32)
-  sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows,
-                    **({'steps_per_loop': steps_per_loop} if steps_per_loop else {}))
+  sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows, steps_per_loop=steps_per_loop)
   cache_len = prompt_len + new_tokens
 
   def start(seed):

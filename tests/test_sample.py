@@ -1,6 +1,7 @@
 """Sampler: exactness against the full forward pass, stops, compiles, seeds, sharding, search
 primitives, argument errors, and the sample bank."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -198,6 +199,25 @@ def test_steps_per_loop_changes_no_sample(params):
     Sampler(CFG, eos_id=-1, steps_per_loop=-1)
   assert Sampler(CFG, eos_id=-1, n_windows=1).steps_per_loop == 2
   assert Sampler(CFG, eos_id=-1, n_windows=2).steps_per_loop == 1
+  # The Pallas kernel reads only live slots: one window whatever is asked, 2 steps a loop.
+  pallas = Sampler(dataclasses.replace(CFG, decode_attention='pallas'), eos_id=-1, n_windows=4)
+  assert (pallas.n_windows, pallas.steps_per_loop) == (1, 2)
+
+
+def test_pallas_sampler_equals_xla_sampler(params, sampler):
+  """The GPU default (the Pallas kernel, here interpreted; one window, 2 steps per loop
+  iteration) decodes the same greedy tokens as the XLA attention through one step, a
+  reorder and the rest of the solution."""
+  pallas = Sampler(dataclasses.replace(CFG, decode_attention='pallas'), eos_id=-1,
+                   step_ids=(DELIM,))
+  out = []
+  for s in (sampler, pallas):
+    st = s.start(params, PROMPTS, LENGTHS, jax.random.key(3), n_samples=2, cache_len=40,
+                 temperature=0.0, max_new_tokens=14, max_step_tokens=4)
+    st = reorder(s.extend_one_step(params, st), np.array([1, 1, 3, 0]))
+    out.append(jax.device_get(s.generate(params, st)))
+  for name in ('tokens_BxS', 'lengths_B', 'step_end_BxS', 'n_steps_B', 'done_B'):
+    np.testing.assert_array_equal(getattr(out[0], name), getattr(out[1], name), err_msg=name)
 
 
 _SHARDED = textwrap.dedent('''

@@ -9,12 +9,14 @@
 #  4. long contexts: M at prompt 512 + 512 new tokens, and the Qwen2.5-0.5B shape (grouped
 #     queries), default against Pallas.
 # Logs and JSON go to $OUT (log.txt, traces.txt, results.tgz, env.txt).
+# Its 2026-11-29 run (experiments/results/h200_2026-11-29e/tune) also timed a kernel variant
+# reading 2 or 4 kv heads per program (a fourth setting); it was slower and was removed.
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/res
 export PYTHONUNBUFFERED=1 PYTHONPATH=. XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 TQDM_DISABLE=1
 { nvidia-smi; python3 -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__, jax.devices())'; } > "$OUT/env.txt" 2>&1
 LOG=$OUT/log.txt
-KERNEL=${KERNEL:-64:4:2:1,32:4:2:1,128:4:2:1,64:2:2:1,64:8:2:1,64:4:1:1,64:4:3:1,64:4:2:2,64:4:2:4,128:4:2:4,128:8:2:4,32:2:2:4}
+KERNEL=${KERNEL:-64:4:2,32:4:2,128:4:2,64:2:2,64:8:2,64:4:1,64:4:3}
 pick() { grep '^ *pallas' "$1" | sort -g -k3 | head -1 | awk '{sub(/:$/, "", $2); gsub(/:/, "x", $2); print $2}'; }
 echo "== kernel S" | tee -a $LOG
 timeout 120 python3 -m ttc_jax.model.pallas_decode --batch 4096 --kv-heads 4 --seq 128 --live 80 \

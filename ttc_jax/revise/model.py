@@ -65,8 +65,8 @@ class RevisionConfig:
   Inference: eval_split / eval_problems; max_budget (generations per problem, a power of 2;
     every N = 1, 2, 4, .. max_budget and every ratio seq:par with seq * par = N is
     evaluated), temperature, batch_rows (rows per sampler call; rounds are chunked to it),
-    decode_windows (the sampler's static attention windows: fewer compile faster, more
-    decode long caches faster).
+    decode_windows (the sampler's static attention windows with the XLA attention: fewer
+    compile faster, more decode long caches faster; the Pallas kernel always uses one).
   seed: seeds data, splits and sampling (with the stage key).
   """
   train_problems: int = 512

@@ -74,11 +74,12 @@ def roofline_seconds(cfg, batch: int, prompt_len: int, new_tokens: int, bandwidt
 
 
 def parse_variant(spec: str) -> dict:
-  """'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGESxHEADS]' -> decode settings.
+  """'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES]' -> decode settings.
 
   attn: decode_attention ('auto', 'reduce', 'einsum', 'pallas'); unroll: 1 or 0; wN: N
-  attention windows, sN: N decode steps per loop iteration (0 or absent: the sampler's); k...:
-  the Pallas kernel's launch settings (ModelConfig.decode_kernel), e.g. k64x4x2x1.
+  attention windows (XLA attention only), sN: N decode steps per loop iteration (0 or
+  absent: the sampler's); k...:
+  the Pallas kernel's launch settings (ModelConfig.decode_kernel), e.g. k64x4x2.
   """
   attn, _, rest = spec.partition(':')
   parts = rest.split(':') if rest else []
@@ -90,11 +91,11 @@ def parse_variant(spec: str) -> dict:
       out['n_windows'] = int(value)
     elif tag == 's' and value.isdigit():
       out['steps_per_loop'] = int(value)
-    elif tag == 'k' and len(value.split('x')) == 4:
+    elif tag == 'k' and len(value.split('x')) == 3:
       out['decode_kernel'] = value.replace('x', ':')
     else:
       raise ValueError(f'--variants: cannot read {part!r} in {spec!r} (expected wN, sN or '
-                       'kBLOCKxWARPSxSTAGESxHEADS)')
+                       'kBLOCKxWARPSxSTAGES)')
   return out
 
 
@@ -201,8 +202,8 @@ def main(argv=None) -> dict:
                   help='qwen2: q/k/v biases and tied embeddings (e.g. the Qwen2.5-0.5B shape)')
   ap.add_argument('--variants', default='auto:1',
                   help='comma-separated decode variants timed side by side, each '
-                       "'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGESxHEADS]' (see "
-                       'parse_variant), e.g. auto:1,reduce:0,pallas:1:s4:k64x4x2x1')
+                       "'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES]' (see "
+                       'parse_variant), e.g. auto:1,reduce:0,pallas:1:s4:k64x4x2')
   ap.add_argument('--trace', default=None,
                   help='directory for a Perfetto trace of one decode (first variant)')
   ap.add_argument('--hf', action='store_true', help='also time HF generate (torch, CUDA)')

@@ -11,6 +11,8 @@
 # Logs and JSON go to $OUT (log.txt, traces.txt, results.tgz, env.txt).
 # Its 2026-11-29 run (experiments/results/h200_2026-11-29e/tune) also timed a kernel variant
 # reading 2 or 4 kv heads per program (a fourth setting); it was slower and was removed.
+# Since then the sampler always gives the Pallas kernel one window, so its `pallas:1:w8`
+# variant now runs with one window too.
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/res
 export PYTHONUNBUFFERED=1 PYTHONPATH=. XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 TQDM_DISABLE=1

@@ -61,9 +61,8 @@ class ModelConfig:
   # Execution choices for cached decoding (one query per row; `apply_decode`):
   # 'reduce': float32 multiply-and-reduce fusions over the cached window; 'einsum': bf16
   # batched matrix-vector products with float32 accumulation; 'pallas': the split-K Pallas
-  # kernel (model/pallas_decode.py) reading exactly each row's live prefix and writing the
-  # new token's cache slot (interpreted, slowly, off GPU; not with soft-capping or sliding
-  # windows); 'auto': 'pallas' on a GPU where the model allows it (measured faster at every
+  # kernel (model/pallas_decode.py) reading exactly each row's live prefix (interpreted,
+  # slowly, off GPU; not with soft-capping or sliding windows); 'auto': 'pallas' on a GPU where the model allows it (measured faster at every
   # shape on an H200), else 'reduce' when every query head has its own kv head and 'einsum'
   # for grouped queries.
   decode_attention: str = 'auto'

@@ -165,9 +165,39 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
     store(g, m, l, acc_H)
 
 
-def _check(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer, lengths_B, window, block_s, n_splits,
-           num_warps, num_stages):
-  """Validates decode_attention's arguments; returns (dynamic_layer, use_dot, splits)."""
+def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: jax.Array,
+                     layer, lengths_B: jax.Array, *, window: int, scale: float,
+                     block_s: int = 64, n_splits: int = 0, num_warps: int = 4,
+                     num_stages: int = 2, interpret: bool | None = None) -> jax.Array:
+  """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache.
+
+  Equals, per row b, kv head k, group g: softmax((q[b,k,g] . keys) * scale) @ values over
+  keys/values = cache[layer, b, k, :lengths_B[b]], computed in float32.
+
+  Args:
+    q_BxKxGxH: queries, G query heads per kv head.
+    k_LxBxKxSxH: the full key cache (all layers); read in place, never sliced.
+    v_LxBxKxSxH: the full value cache, same shape as k_LxBxKxSxH.
+    layer: the layer to read; a Python int (selected by the BlockSpec index map) or a
+      traced int32 scalar (selected inside the kernel; e.g. a scanned layer index).
+    lengths_B: live slots per row, integer; 1 <= lengths_B[b] <= window (values above
+      window are clipped to window; a length of 0 gives NaN, like an empty softmax).
+    window: static bound on the lengths; key blocks cover slots [0, window).
+    scale: logit scale, e.g. head_dim ** -0.5.
+    block_s: key slots per block; a power of two dividing window.
+    n_splits: programs per (row, kv head) along the keys; 0 picks auto_splits(...).
+      Capped at window // block_s.
+    num_warps, num_stages: Triton launch parameters of the kernel (GPU only).
+    interpret: run the Pallas interpreter; None means interpret unless the default backend
+      is 'gpu'.
+
+  Returns:
+    [B, K, G, H] attention output in q's dtype.
+
+  Raises:
+    ValueError: for mismatched shapes or bad window / block_s / n_splits / layer /
+      num_warps / num_stages.
+  """
   if q_BxKxGxH.ndim != 4:
     raise ValueError(f'q_BxKxGxH must be [B, K, G, H], got shape {q_BxKxGxH.shape}')
   if k_LxBxKxSxH.ndim != 5:
@@ -206,55 +236,14 @@ def _check(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer, lengths_B, window, block_
   use_dot = (1 < n_groups <= 16 and jnp.dtype(k_LxBxKxSxH.dtype).itemsize == 2
              and block_s >= 16 and head_dim >= 16)
   splits = auto_splits(batch, kv_heads, window, block_s) if n_splits == 0 else n_splits
-  return dynamic_layer, use_dot, min(splits, window // block_s)
-
-
-def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: jax.Array,
-                     layer, lengths_B: jax.Array, *, window: int, scale: float,
-                     block_s: int = 64, n_splits: int = 0, num_warps: int = 4,
-                     num_stages: int = 2, interpret: bool | None = None) -> jax.Array:
-  """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache.
-
-  Equals, per row b, kv head k, group g: softmax((q[b,k,g] . keys) * scale) @ values over
-  keys/values = cache[layer, b, k, :lengths_B[b]], computed in float32.
-
-  Args:
-    q_BxKxGxH: queries, G query heads per kv head.
-    k_LxBxKxSxH: the full key cache (all layers); read in place, never sliced.
-    v_LxBxKxSxH: the full value cache, same shape as k_LxBxKxSxH.
-    layer: the layer to read; a Python int (selected by the BlockSpec index map) or a
-      traced int32 scalar (selected inside the kernel; e.g. a scanned layer index).
-    lengths_B: live slots per row, integer; 1 <= lengths_B[b] <= window (values above
-      window are clipped to window; a length of 0 gives NaN, like an empty softmax).
-    window: static bound on the lengths; key blocks cover slots [0, window).
-    scale: logit scale, e.g. head_dim ** -0.5.
-    block_s: key slots per block; a power of two dividing window.
-    n_splits: programs per (row, kv head) along the keys; 0 picks auto_splits(...).
-      Capped at window // block_s.
-    num_warps, num_stages: Triton launch parameters of the kernel (GPU only).
-    interpret: run the Pallas interpreter; None means interpret unless the default backend
-      is 'gpu'.
-
-  Returns:
-    [B, K, G, H] attention output in q's dtype.
-
-  Raises:
-    ValueError: for mismatched shapes or bad window / block_s / n_splits / layer /
-      num_warps / num_stages.
-  """
-  dynamic_layer, use_dot, splits = _check(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer,
-                                          lengths_B, window, block_s, n_splits, num_warps,
-                                          num_stages)
+  if interpret is None:
+    interpret = jax.default_backend() != 'gpu'
   return _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
                  jnp.asarray(layer, jnp.int32) if dynamic_layer else None,
                  static_layer=None if dynamic_layer else int(layer), window=window,
-                 scale=float(scale), block_s=block_s, splits=splits, use_dot=use_dot,
-                 num_warps=num_warps, num_stages=num_stages,
-                 interpret=_interpret(interpret))
-
-
-def _interpret(interpret):
-  return bool(jax.default_backend() != 'gpu' if interpret is None else interpret)
+                 scale=float(scale), block_s=block_s, splits=min(splits, window // block_s),
+                 use_dot=use_dot, num_warps=num_warps, num_stages=num_stages,
+                 interpret=bool(interpret))
 
 
 @functools.partial(jax.jit, static_argnames=('static_layer', 'window', 'scale', 'block_s',

@@ -38,6 +38,9 @@ def test_override_types_are_coerced():
     ({'task.arith.max_ops': '0'}, 'task.arith.max_ops'),            # impossible task
     ({'family.members': 'xs,huge'}, 'family.members'),              # unknown member
     ({'pretrain.min_lr_ratio': '2.0'}, 'pretrain.min_lr_ratio'),
+    ({'family.decode_attention': 'fast'}, 'family.decode_attention'),
+    ({'family.decode_kernel': '64:4'}, 'family.decode_kernel'),
+    ({'family.decode_kernel': '48:4:2'}, 'family.decode_kernel'),
 ])
 def test_bad_values_name_the_key(overrides, needle):
   with pytest.raises(ConfigError, match=needle.replace('.', r'\.').replace('(', r'\(')):
@@ -70,3 +73,16 @@ def test_missing_prm_checkpoint_names_the_path(tmp_path):
   from ttc_jax.verify.train_verifier import load_verifier
   with pytest.raises(FileNotFoundError, match=str(tmp_path / 'nope')):
     load_verifier(tmp_path / 'nope')
+
+
+def test_decode_settings_reach_members_but_not_fingerprints():
+  """family.decode_attention / decode_kernel set every member's decode path; being speed
+  knobs, they leave the pretraining stages' inputs (their fingerprints) unchanged."""
+  from ttc_jax import pipeline
+  base, _ = load()
+  tuned, _ = load(family__decode_attention='reduce', family__decode_kernel='32:4:2')
+  assert {m.decode_attention for m in tuned.family.models()} == {'reduce'}
+  assert {m.decode_kernel for m in tuned.family.models()} == {'32:4:2'}
+  for i, member in enumerate(base.family.members):
+    inputs = pipeline._pretrain_inputs(member, i)
+    assert inputs(base) == inputs(tuned)

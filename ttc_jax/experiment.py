@@ -62,6 +62,10 @@ class FamilyConfig:
   from_run: str = ''
   import_from: str = ''
   attention_impl: str = 'xla'    # full-pass attention kernel (ModelConfig.attention_impl)
+  # Cached decoding (ModelConfig.decode_attention / decode_kernel): 'auto' is the Pallas
+  # kernel on a GPU and the XLA attention elsewhere; neither changes any stage's outputs.
+  decode_attention: str = 'auto'
+  decode_kernel: str = ''
 
   def validate(self, key: str = 'family') -> 'FamilyConfig':
     if self.import_from:
@@ -88,16 +92,19 @@ class FamilyConfig:
 
   def models(self) -> tuple[ModelConfig, ...]:
     """The selected members, smallest first."""
+    decode = {'decode_attention': self.decode_attention, 'decode_kernel': self.decode_kernel}
     if self.import_from:
       from ttc_jax.model.hf_import import imported_config
       over = {'dtype': self.dtype, **({'max_len': self.max_len} if self.max_len > 0 else {})}
-      return (dataclasses.replace(imported_config(self.import_from, **over), name='imported'),)
+      return (dataclasses.replace(imported_config(self.import_from, **over), name='imported',
+                                  **decode).validate('family'),)
     n = max(LADDER_NAMES.index(m) for m in self.members) + 1
     rungs = ladder(self.base_width, self.base_layers, n=n, vocab_size=self.vocab_size,
                    max_len=self.max_len, head_dim=self.head_dim, growth=self.growth,
                    dtype=self.dtype, param_dtype=self.param_dtype,
                    attention_impl=self.attention_impl)
-    return tuple(r for r in rungs if r.name in self.members)
+    return tuple(dataclasses.replace(r, **decode).validate('family') for r in rungs
+                 if r.name in self.members)
 
 
 @dataclasses.dataclass(frozen=True)

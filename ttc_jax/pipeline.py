@@ -52,7 +52,7 @@ def _pretrain_inputs(member: str, index: int):
   def inputs(cfg: ExperimentConfig) -> dict:
     if cfg.family.import_from:
       return {'import_from': str(Path(cfg.family.import_from).resolve()),
-              'model': _asdict(member_configs(cfg)[member])}
+              'model': _outputs_only(_asdict(member_configs(cfg)[member]))}
     if cfg.family.from_run:
       return {'from_run': str(Path(cfg.family.from_run).resolve()), 'member': member}
     p = cfg.pretrain

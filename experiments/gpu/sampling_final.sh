@@ -15,20 +15,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONUNBUFFERED=1 PYTHONPATH=.:/tmp/site XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 TQDM_DISABLE=1
 { nvidia-smi; python3 -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__, jax.devices())'; } > "$OUT/env.txt" 2>&1
 LOG=$OUT/log.txt
-summ() { python3 -c "
-import json, sys
-for line in sys.stdin:
-  if line.startswith('{') and 'variant' in line:
-    r = json.loads(line)
-    print(f\"{r['batch']:>5} {r['variant']:<12} {r['decode_attention_used']:<7} s{r['steps_per_loop']} {r['decode_tokens_per_s']/1e6:7.3f}M tok/s  {r['decode_step_ms']:.3f} ms/step  roof {r['fraction_of_roofline']:.3f}  compile {r['compile_s']:5.1f} s  windows {r['n_windows']}\")
-  elif line.startswith('{') and 'hf_tokens_per_s' in line:
-    r = json.loads(line)
-    print(f\"{r['batch']:>5} HF generate  {r['hf_tokens_per_s']/1e6:7.4f}M tok/s\")
-  elif line.startswith('{') and 'hf_error' in line:
-    print(line.strip()[:300])
-  elif line.strip() and not line.startswith('{'):
-    print(line.rstrip())
-"; }
+summ() { python3 experiments/gpu/bench_lines.py; }
 B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 3"
 S="--name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024"
 M="--name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072"

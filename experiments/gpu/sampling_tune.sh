@@ -31,15 +31,7 @@ echo "best kernel settings: S k$KS, M k$KM" | tee -a $LOG
 B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 3"
 S="--name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024"
 M="--name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072"
-summ() { python3 -c "
-import json, sys
-for line in sys.stdin:
-  if line.startswith('{') and 'variant' in line:
-    r = json.loads(line)
-    print(f\"{r['batch']:>5} {r['variant']:<28} {r['decode_tokens_per_s']/1e6:7.3f}M tok/s  {r['decode_step_ms']:.3f} ms/step  roof {r['fraction_of_roofline']:.3f}  compile {r['compile_s']:5.1f} s  windows {r['n_windows']}\")
-  elif line.strip() and not line.startswith('{'):
-    print(line.rstrip())
-"; }
+summ() { python3 experiments/gpu/bench_lines.py; }
 echo "== e2e S/4096" | tee -a $LOG
 timeout 150 $B $S --batch 4096 --trace /tmp/trace --out /tmp/res/bench_S.json \
   --variants pallas:1,auto:1,pallas:1:w8,pallas:1:s2,pallas:1:s4,pallas:1:s4:k$KS 2>&1 | grep -v Warn | summ | tee -a $LOG

@@ -128,17 +128,25 @@ class ModelConfig:
       raise ConfigError(f"{key}.decode_attention='pallas' supports neither attention logit "
                         "soft-capping nor sliding windows; use 'auto'.")
     if self.decode_kernel:
-      parts = str(self.decode_kernel).split(':')
-      if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"{key}.decode_kernel must be 'block_s:num_warps:num_stages' "
-                          f'(three positive integers), got {self.decode_kernel!r}.')
-      if int(parts[0]) & (int(parts[0]) - 1):
-        raise ConfigError(f'{key}.decode_kernel={self.decode_kernel!r}: block_s must be a '
-                          'power of two.')
+      self.decode_kernel_settings(key)
     if not isinstance(self.scan_unroll, int) or not 1 <= self.scan_unroll <= self.n_layers:
       raise ConfigError(f'{key}.scan_unroll must be an integer in [1, {key}.n_layers='
                         f'{self.n_layers}], got {self.scan_unroll!r}.')
     return self
+
+  def decode_kernel_settings(self, key: str = 'model') -> tuple[int, int, int]:
+    """(block_s, num_warps, num_stages) of the Pallas decode kernel, from `decode_kernel`."""
+    if not self.decode_kernel:
+      return (64, 4, 2)
+    parts = str(self.decode_kernel).split(':')
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+      raise ConfigError(f"{key}.decode_kernel must be 'block_s:num_warps:num_stages' "
+                        f'(three positive integers), got {self.decode_kernel!r}.')
+    block, warps, stages = (int(p) for p in parts)
+    if block & (block - 1):
+      raise ConfigError(f'{key}.decode_kernel={self.decode_kernel!r}: block_s must be a '
+                        'power of two.')
+    return block, warps, stages
 
   @property
   def jnp_dtype(self):

@@ -188,8 +188,7 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
     from ttc_jax.model import pallas_decode
     # Row b attends to slots [0, position + 1): the live prefix, read in place.
     lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
-    block, warps, stages = (
-        (int(p) for p in cfg.decode_kernel.split(':')) if cfg.decode_kernel else (64, 4, 2))
+    block, warps, stages = cfg.decode_kernel_settings()
     block = min(block, window & -window)   # a power of two dividing the window
     o_BxKxGxH = pallas_decode.decode_attention(
         q_BxTxKxGxH[:, 0], new_cache['k'], new_cache['v'], layer, lengths_B, window=window,

@@ -219,11 +219,13 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
   def active(st, paused_B):
     return ~st.done_B & ~paused_B
 
-  def cond(window, carry):
+  def cond(window, ahead, carry):
+    # Some row is active and the longest still fits the window `ahead` steps later (active
+    # rows grow by one per step).
     st, paused_B = carry
     act_B = active(st, paused_B)
     longest = jnp.max(jnp.where(act_B, st.lengths_B, 0))
-    return jnp.any(act_B) & (longest <= window)
+    return jnp.any(act_B) & (longest + ahead <= window)
 
   def body(window, carry):
     st, paused_B = carry
@@ -260,30 +262,22 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
       paused_B = paused_B | step_end_B
     return st, paused_B
 
-  def multi_cond(window, carry):
-    # Every step of the iteration must fit the window: active rows grow by one per step.
-    st, paused_B = carry
-    act_B = active(st, paused_B)
-    longest = jnp.max(jnp.where(act_B, st.lengths_B, 0))
-    return jnp.any(act_B) & (longest + (steps_per_loop - 1) <= window)
-
-  def multi_body(window, carry):
-    for _ in range(steps_per_loop):
+  def steps_body(window, steps, carry):
+    for _ in range(steps):
       carry = body(window, carry)
     return carry
 
   carry = (state, jnp.zeros((b,), bool))
+  k = steps_per_loop
   for window in _windows(s, n_windows):
-    if steps_per_loop > 1:
-      # In the last window (W = S) active rows never pass the end: a row is done when it fills
-      # its buffer, so the multi-step loop alone finishes every row.
-      carry = jax.lax.while_loop(
-          functools.partial(cond if window == s else multi_cond, window),
-          functools.partial(multi_body, window), carry)
-      if window == s:
-        continue
-    carry = jax.lax.while_loop(functools.partial(cond, window), functools.partial(body, window),
-                               carry)
+    # (steps per iteration, steps ahead that must fit the window). In the last window (W = S)
+    # active rows never pass the end (a row is done when it fills its buffer), so one loop
+    # finishes every row; an earlier window needs a one-step tail for the steps that would
+    # cross its end.
+    loops = [(k, 0)] if window == s or k == 1 else [(k, k - 1), (1, 0)]
+    for steps, ahead in loops:
+      carry = jax.lax.while_loop(functools.partial(cond, window, ahead),
+                                 functools.partial(steps_body, window, steps), carry)
   return carry[0]
 
 

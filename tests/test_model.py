@@ -35,15 +35,17 @@ def test_cached_decode_equals_full_forward(params):
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('attn,unroll,split', [('reduce', True, False), ('einsum', True, True),
-                                               ('reduce', False, False), ('auto', True, True),
-                                               ('pallas', True, True), ('pallas', False, False)])
+@pytest.mark.parametrize('attn,unroll,split', [
+    ('reduce', True, False), ('einsum', True, True), ('reduce', False, False),
+    ('auto', True, True), ('pallas', True, True), ('pallas', False, False),
+    ('einsum', True, 'fused'), ('pallas', True, 'fused')])
 def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   """apply_decode (in-place cache writes, a static window, each attention kernel, unrolled or
   scanned layers) gives the full pass's logits; rows it must not write keep their cache."""
   from ttc_jax.model.transformer import apply_decode, split_layers
   cfg = dataclasses.replace(CFG, decode_attention=attn, decode_unroll=unroll)
-  fast_params = split_layers(params) if split else params
+  # split='fused': per-layer weights with q/k/v and gate/up concatenated (the sampler's).
+  fast_params = split_layers(params, fuse=split == 'fused') if split else params
   b, t = 3, 14
   toks = jax.random.randint(jax.random.key(1), (b, t), 0, CFG.vocab_size)
   full, _ = apply(params, toks, _positions(b, t), config=CFG)
@@ -56,9 +58,30 @@ def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   frozen = jnp.array([True, False, True])
   _, after = apply_decode(fast_params, toks[:, :1], jnp.full((b, 1), t), cache, frozen,
                           config=cfg, window=16)
-  np.testing.assert_array_equal(after['k'][:, 1], cache['k'][:, 1])
-  assert not np.array_equal(after['k'][:, 0], cache['k'][:, 0])
+  np.testing.assert_array_equal(after['kv'][:, 1], cache['kv'][:, 1])
+  assert not np.array_equal(after['kv'][:, 0], cache['kv'][:, 0])
 
+
+
+def test_fused_projections_keep_qkv_biases():
+  """split_layers(fuse=True) concatenates q/k/v biases with their kernels (Qwen-style models):
+  the fused decode path still equals the full pass."""
+  from ttc_jax.model.transformer import apply_decode, split_layers
+  cfg = dataclasses.replace(CFG, qkv_bias=True, tie_embeddings=True, decode_attention='reduce')
+  params = init_params(cfg, jax.random.key(3))
+  params['layers'] = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(4),
+                                                                        x.shape), params['layers'])
+  fused = split_layers(params, fuse=True)
+  assert set(fused['layers'][0]['qkv']) == {'kernel', 'bias'}
+  b, t = 2, 9
+  toks = jax.random.randint(jax.random.key(5), (b, t), 0, cfg.vocab_size)
+  full, _ = apply(params, toks, _positions(b, t), config=cfg)
+  cache = init_cache(cfg, b)
+  _, cache = apply(params, toks[:, :4], _positions(b, 4), cache, config=cfg)
+  for i in range(4, t):
+    logits, cache = apply_decode(fused, toks[:, i:i + 1], jnp.full((b, 1), i), cache,
+                                 config=cfg, window=16)
+    np.testing.assert_allclose(logits[:, 0], full[:, i], atol=2e-5, rtol=1e-5)
 
 def test_auto_decode_attention_is_pallas_on_gpu_only(monkeypatch):
   from ttc_jax.model import transformer

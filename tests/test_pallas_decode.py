@@ -25,6 +25,11 @@ def make_inputs(groups, dtype, seed=0, q_dtype=None):
   return jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
 
 
+def attend(q, k, v, layer, lengths, **opts):
+  """decode_attention over the cache made of k and v ([L, B, K, S, H] each)."""
+  return decode_attention(q, jnp.stack([k, v], axis=2), layer, lengths, **opts)
+
+
 def reference(q, k, v, layer, lengths):
   """Per row: softmax over the live slots only, float32 throughout."""
   q, k, v = (np.asarray(jnp.asarray(x, jnp.float32)) for x in (q, k, v))
@@ -50,9 +55,19 @@ def test_matches_reference(dtype, groups, n_splits):
   q, k, v = make_inputs(groups, dtype)
   lengths = jnp.asarray(LENGTHS)
   for layer in (0, 1):
-    out = decode_attention(q, k, v, layer, lengths, window=S, scale=SCALE, block_s=BLOCK,
+    out = attend(q, k, v, layer, lengths, window=S, scale=SCALE, block_s=BLOCK,
                            n_splits=n_splits)
     check(out, q, reference(q, k, v, layer, LENGTHS))
+
+
+@pytest.mark.parametrize('groups,products', [(1, 'dot'), (4, 'reduce')])
+def test_products_forced(groups, products):
+  """Either way of forming q.k and p.v computes the same attention, whatever G."""
+  q, k, v = make_inputs(groups, jnp.bfloat16, seed=5)
+  for n_splits in (1, 2):
+    out = attend(q, k, v, 1, jnp.asarray(LENGTHS), window=S, scale=SCALE,
+                           block_s=BLOCK, n_splits=n_splits, products=products)
+    check(out, q, reference(q, k, v, 1, LENGTHS))
 
 
 @pytest.mark.parametrize('groups', [3, 8])
@@ -61,7 +76,7 @@ def test_float32_queries_over_bf16_cache(groups):
   split into hi + lo halves): the float32 output still matches to ~float32 accuracy."""
   q, k, v = make_inputs(groups, jnp.bfloat16, seed=4, q_dtype=np.float32)
   for n_splits in (1, 0):
-    out = decode_attention(q, k, v, 1, jnp.asarray(LENGTHS), window=S, scale=SCALE,
+    out = attend(q, k, v, 1, jnp.asarray(LENGTHS), window=S, scale=SCALE,
                            block_s=BLOCK, n_splits=n_splits)
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(out), reference(q, k, v, 1, LENGTHS), atol=5e-5,
@@ -85,7 +100,7 @@ def test_dead_slots_never_read(dtype, groups, n_splits, value):
   layer = 1
   want = reference(q, k, v, layer, LENGTHS)
   k_bad, v_bad = (poison(c, layer, LENGTHS, value) for c in (k, v))
-  out = decode_attention(q, k_bad, v_bad, layer, jnp.asarray(LENGTHS), window=S, scale=SCALE,
+  out = attend(q, k_bad, v_bad, layer, jnp.asarray(LENGTHS), window=S, scale=SCALE,
                          block_s=BLOCK, n_splits=n_splits)
   check(out, q, want)
 
@@ -97,10 +112,10 @@ def test_window_below_cache_size():
   want = reference(q, k, v, 0, lengths)
   k_bad, v_bad = (poison(c, 0, lengths, np.nan) for c in (k, v))
   for n_splits in (1, 0):
-    out = decode_attention(q, k_bad, v_bad, 0, jnp.asarray(lengths), window=window,
+    out = attend(q, k_bad, v_bad, 0, jnp.asarray(lengths), window=window,
                            scale=SCALE, block_s=BLOCK, n_splits=n_splits)
     check(out, q, want)
-  over = decode_attention(q, k, v, 0, jnp.asarray([1, 37, 32, 60]), window=window,
+  over = attend(q, k, v, 0, jnp.asarray([1, 37, 32, 60]), window=window,
                           scale=SCALE, block_s=BLOCK)
   check(over, q, want)
 
@@ -113,7 +128,7 @@ def test_traced_layer_under_jit_and_scan():
   @jax.jit
   def all_layers(q, k, v, lengths):
     def step(_, layer):
-      return None, decode_attention(q, k, v, layer, lengths, window=S, scale=SCALE,
+      return None, attend(q, k, v, layer, lengths, window=S, scale=SCALE,
                                     block_s=BLOCK, n_splits=2)
     return jax.lax.scan(step, None, jnp.arange(L))[1]
 
@@ -122,9 +137,10 @@ def test_traced_layer_under_jit_and_scan():
     check(outs[layer], q, reference(q, k, v, layer, LENGTHS))
 
 
-@pytest.mark.parametrize('groups,dtype', [(1, jnp.bfloat16), (4, jnp.bfloat16),
-                                          (1, jnp.float32)])
-def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype):
+@pytest.mark.parametrize('groups,dtype,products', [
+    (1, jnp.bfloat16, 'auto'), (4, jnp.bfloat16, 'auto'), (1, jnp.float32, 'auto'),
+    (1, jnp.bfloat16, 'dot'), (4, jnp.bfloat16, 'reduce')])
+def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, products):
   """The kernel lowers through Pallas' Triton backend for a CUDA target (jax.export, no GPU
   needed): the interpreter used by the other tests does not catch Triton lowering errors."""
   from jax._src.pallas.triton import gpu_info
@@ -132,15 +148,15 @@ def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype):
       gpu_version=None, arch_name='9.0', compute_capability=90))   # an H100 / H200
   b, k, s, h, n_layers = 8, 2, 128, 64, 2
   spec = jax.ShapeDtypeStruct
-  q, kv = spec((b, k, groups, h), dtype), spec((n_layers, b, k, s, h), dtype)
+  q, kv = spec((b, k, groups, h), dtype), spec((n_layers, b, 2, k, s, h), dtype)
   lengths = spec((b,), jnp.int32)
-  opts = dict(window=s, scale=0.125, block_s=64, interpret=False)
+  opts = dict(window=s, scale=0.125, block_s=64, products=products, interpret=False)
   for n_splits in (1, 2):
     for layer in (1, spec((), jnp.int32)):   # static, then traced
       traced = not isinstance(layer, int)
-      fn = lambda q, kc, vc, ln, *lay: decode_attention(
-          q, kc, vc, lay[0] if lay else 1, ln, n_splits=n_splits, **opts)
-      args = (q, kv, kv, lengths)
+      fn = lambda q, kvc, ln, *lay: decode_attention(
+          q, kvc, lay[0] if lay else 1, ln, n_splits=n_splits, **opts)
+      args = (q, kv, lengths)
       try:
         jax.export.export(jax.jit(fn), platforms=['cuda'])(*args, *((layer,) if traced else ()))
       except ValueError as e:   # lowered: only export's check of custom-call targets objects
@@ -162,19 +178,21 @@ def test_auto_splits():
     (dict(n_splits=-1), 'n_splits'),
     (dict(num_warps=0), 'num_warps'),
     (dict(num_stages=1.5), 'num_stages'),
+    (dict(products='mma'), 'products'),
+    (dict(products='dot', block_s=8, window=64), 'products'),
     (dict(layer=L), 'layer'),
     (dict(q=jnp.zeros((B, K, 1, 2 * H))), 'q_BxKxGxH'),
     (dict(q=jnp.zeros((B, K, H))), 'q_BxKxGxH'),
-    (dict(v=jnp.zeros((L, B, K, S // 2, H))), 'v_LxBxKxSxH'),
-    (dict(k=jnp.zeros((B, K, S, H)), v=jnp.zeros((B, K, S, H))), 'k_LxBxKxSxH'),
+    (dict(kv=jnp.zeros((L, B, 3, K, S, H))), 'kv_LxBx2xKxSxH'),
+    (dict(kv=jnp.zeros((B, 2, K, S, H))), 'kv_LxBx2xKxSxH'),
     (dict(lengths=jnp.ones((B + 1,), jnp.int32)), 'lengths_B'),
     (dict(lengths=jnp.ones((B,), jnp.float32)), 'lengths_B'),
 ])
 def test_bad_inputs(change, match):
   q, k, v = make_inputs(1, jnp.float32)
-  args = dict(q=q, k=k, v=v, layer=0, lengths=jnp.asarray(LENGTHS))
+  args = dict(q=q, kv=jnp.stack([k, v], axis=2), layer=0, lengths=jnp.asarray(LENGTHS))
   opts = dict(window=S, scale=SCALE, block_s=BLOCK, n_splits=0)
   for key, value in change.items():
     (args if key in args else opts)[key] = value
   with pytest.raises(ValueError, match=match):
-    decode_attention(args['q'], args['k'], args['v'], args['layer'], args['lengths'], **opts)
+    decode_attention(args['q'], args['kv'], args['layer'], args['lengths'], **opts)

@@ -204,6 +204,19 @@ def test_steps_per_loop_changes_no_sample(params):
   assert (pallas.n_windows, pallas.steps_per_loop) == (1, 2)
 
 
+def test_compiler_options_reach_the_compiled_functions(params, sampler):
+  """XLA options given to one Sampler compile its functions (same samples here: the option
+  does not change CPU numerics); an unknown option fails naming it."""
+  want = _run(sampler, params, key=3, temperature=1.0, max_new_tokens=12)
+  tuned = Sampler(CFG, eos_id=-1, step_ids=(DELIM,), n_windows=2,
+                  compiler_options={'xla_cpu_enable_fast_math': False})
+  got = _run(tuned, params, key=3, temperature=1.0, max_new_tokens=12)
+  np.testing.assert_array_equal(got.tokens_BxS, want.tokens_BxS)
+  bad = Sampler(CFG, eos_id=-1, n_windows=2, compiler_options={'xla_no_such_option': 1})
+  with pytest.raises(Exception, match='xla_no_such_option'):
+    _run(bad, params, max_new_tokens=2)
+
+
 def test_pallas_sampler_equals_xla_sampler(params, sampler):
   """The GPU default (the Pallas kernel, here interpreted; one window, 2 steps per loop
   iteration) decodes the same greedy tokens as the XLA attention through one step, a

@@ -62,12 +62,14 @@ class ModelConfig:
   # 'reduce': float32 multiply-and-reduce fusions over the cached window; 'einsum': bf16
   # batched matrix-vector products with float32 accumulation; 'pallas': the split-K Pallas
   # kernel (model/pallas_decode.py) reading exactly each row's live prefix (interpreted,
-  # slowly, off GPU; not with soft-capping or sliding windows); 'auto': 'pallas' on a GPU where the model allows it (measured faster at every
-  # shape on an H200), else 'reduce' when every query head has its own kv head and 'einsum'
-  # for grouped queries.
+  # slowly, off GPU; not with soft-capping or sliding windows); 'auto': 'pallas' on a GPU
+  # where the model allows it (measured faster at every shape on an H200), else 'reduce'
+  # when every query head has its own kv head and 'einsum' for grouped queries.
   decode_attention: str = 'auto'
-  # Launch settings of the Pallas decode kernel, 'block_s:num_warps:num_stages' (key slots
-  # per block, Triton warps, pipeline stages); '' = 64:4:2, the fastest measured end to end.
+  # Launch settings of the Pallas decode kernel, 'block_s:num_warps:num_stages[:products]'
+  # (key slots per block, Triton warps, pipeline stages; products 'dot', 'reduce' or 'auto',
+  # see pallas_decode.decode_attention); '' = 64:4:2:auto, the fastest measured end to end
+  # ('dot' for one query head per kv head measured 30% slower alone on an H200).
   decode_kernel: str = ''
   # True: the sampler gives each layer its own weight buffers (`split_layers`) and unrolls the
   # layers; False: a layer scan over the stacked weights (compiles faster).
@@ -134,19 +136,24 @@ class ModelConfig:
                         f'{self.n_layers}], got {self.scan_unroll!r}.')
     return self
 
-  def decode_kernel_settings(self, key: str = 'model') -> tuple[int, int, int]:
-    """(block_s, num_warps, num_stages) of the Pallas decode kernel, from `decode_kernel`."""
+  def decode_kernel_settings(self, key: str = 'model') -> tuple[int, int, int, str]:
+    """(block_s, num_warps, num_stages, products) of the Pallas decode kernel, from
+    `decode_kernel` ('block_s:num_warps:num_stages[:products]'; products 'auto', 'dot' or
+    'reduce', see pallas_decode.decode_attention)."""
     if not self.decode_kernel:
-      return (64, 4, 2)
+      return (64, 4, 2, 'auto')
     parts = str(self.decode_kernel).split(':')
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    products = parts.pop() if len(parts) == 4 else 'auto'
+    if (len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts)
+        or products not in ('auto', 'dot', 'reduce')):
       raise ConfigError(f"{key}.decode_kernel must be 'block_s:num_warps:num_stages' "
-                        f'(three positive integers), got {self.decode_kernel!r}.')
+                        "(three positive integers), optionally followed by ':auto', ':dot' or "
+                        f"':reduce', got {self.decode_kernel!r}.")
     block, warps, stages = (int(p) for p in parts)
     if block & (block - 1):
       raise ConfigError(f'{key}.decode_kernel={self.decode_kernel!r}: block_s must be a '
                         'power of two.')
-    return block, warps, stages
+    return block, warps, stages, products
 
   @property
   def jnp_dtype(self):

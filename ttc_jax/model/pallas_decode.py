@@ -1,7 +1,10 @@
 """Split-K ("flash-decoding") decode attention over the explicit KV cache, in Pallas.
 
 One query step per row reads cache slots [0, lengths_B[b]) of one layer of the full
-[L, B, K, S, H] cache. The grid is (B, K, n_splits): program (b, k, s) walks key blocks
+[L, B, 2, K, S, H] cache (keys at index 0 of axis 2, values at 1). The grid is
+(K, B, n_splits), kv heads varying fastest, so programs running side by side read one row's
+keys and values, which are adjacent in memory (measured on an H200 at 12 kv heads: 81 us
+against 92 us with rows varying fastest). Program (k, b, s) walks key blocks
 s, s + n_splits, s + 2 n_splits, ... of row b that start below lengths_B[b], keeping an
 online softmax (running max m, sum l, accumulator acc[G, H], all float32) for the G query
 heads that share kv head k. With one split the program writes the normalised output; with
@@ -19,8 +22,8 @@ selected by the BlockSpec index map (or, for a traced layer, by an index inside 
 so the cache is never sliced or copied in JAX.
 
 Usage:
-  out_BxKxGxH = decode_attention(q_BxKxGxH, cache['k'], cache['v'], layer, lengths_B,
-                                 window=w, scale=h ** -0.5)
+  out_BxKxGxH = decode_attention(q_BxKxGxH, cache['kv'], layer, lengths_B, window=w,
+                                 scale=h ** -0.5)
 
 Micro-benchmark (GPU), kernel settings side by side (block_s:num_warps:num_stages):
   python -m ttc_jax.model.pallas_decode --batch 4096 --kv-heads 4 --groups 1 \
@@ -165,19 +168,20 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
     store(g, m, l, acc_H)
 
 
-def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: jax.Array,
-                     layer, lengths_B: jax.Array, *, window: int, scale: float,
+def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
+                     lengths_B: jax.Array, *, window: int, scale: float,
                      block_s: int = 64, n_splits: int = 0, num_warps: int = 4,
-                     num_stages: int = 2, interpret: bool | None = None) -> jax.Array:
+                     num_stages: int = 2, products: str = 'auto',
+                     interpret: bool | None = None) -> jax.Array:
   """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache.
 
   Equals, per row b, kv head k, group g: softmax((q[b,k,g] . keys) * scale) @ values over
-  keys/values = cache[layer, b, k, :lengths_B[b]], computed in float32.
+  keys/values = cache[layer, b, 0/1, k, :lengths_B[b]], computed in float32.
 
   Args:
     q_BxKxGxH: queries, G query heads per kv head.
-    k_LxBxKxSxH: the full key cache (all layers); read in place, never sliced.
-    v_LxBxKxSxH: the full value cache, same shape as k_LxBxKxSxH.
+    kv_LxBx2xKxSxH: the full cache (all layers; keys, then values); read in place, never
+      sliced.
     layer: the layer to read; a Python int (selected by the BlockSpec index map) or a
       traced int32 scalar (selected inside the kernel; e.g. a scanned layer index).
     lengths_B: live slots per row, integer; 1 <= lengths_B[b] <= window (values above
@@ -188,6 +192,10 @@ def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: 
     n_splits: programs per (row, kv head) along the keys; 0 picks auto_splits(...).
       Capped at window // block_s.
     num_warps, num_stages: Triton launch parameters of the kernel (GPU only).
+    products: how q.k and p.v are formed: 'dot' as tensor-core dots with the queries padded
+      to 16 rows (needs a 16-bit cache, block_s >= 16 and head_dim >= 16), 'reduce' as
+      elementwise multiplies and sums; 'auto' is 'dot' for 2 to 16 query heads per kv head
+      over a 16-bit cache, else 'reduce'.
     interpret: run the Pallas interpreter; None means interpret unless the default backend
       is 'gpu'.
 
@@ -200,12 +208,10 @@ def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: 
   """
   if q_BxKxGxH.ndim != 4:
     raise ValueError(f'q_BxKxGxH must be [B, K, G, H], got shape {q_BxKxGxH.shape}')
-  if k_LxBxKxSxH.ndim != 5:
-    raise ValueError(f'k_LxBxKxSxH must be [L, B, K, S, H], got shape {k_LxBxKxSxH.shape}')
-  if v_LxBxKxSxH.shape != k_LxBxKxSxH.shape:
-    raise ValueError(f'v_LxBxKxSxH shape {v_LxBxKxSxH.shape} != k_LxBxKxSxH shape '
-                     f'{k_LxBxKxSxH.shape}')
-  n_layers, batch, kv_heads, slots, head_dim = k_LxBxKxSxH.shape
+  if kv_LxBx2xKxSxH.ndim != 6 or kv_LxBx2xKxSxH.shape[2] != 2:
+    raise ValueError(f'kv_LxBx2xKxSxH must be [L, B, 2, K, S, H], got shape '
+                     f'{kv_LxBx2xKxSxH.shape}')
+  n_layers, batch, _, kv_heads, slots, head_dim = kv_LxBx2xKxSxH.shape
   _, _, n_groups, _ = q_BxKxGxH.shape
   if q_BxKxGxH.shape != (batch, kv_heads, n_groups, head_dim):
     raise ValueError(f'q_BxKxGxH shape {q_BxKxGxH.shape} does not match the cache '
@@ -215,7 +221,7 @@ def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: 
     raise ValueError(f'lengths_B must be an integer [B={batch}] array, got '
                      f'{jnp.result_type(lengths_B)}{list(jnp.shape(lengths_B))}')
   if not _is_pow2(head_dim):
-    raise ValueError(f'head dim H={head_dim} of k_LxBxKxSxH must be a power of two')
+    raise ValueError(f'head dim H={head_dim} of kv_LxBx2xKxSxH must be a power of two')
   if not isinstance(window, int) or not 1 <= window <= slots:
     raise ValueError(f'window={window!r} must be an int in [1, S={slots}]')
   if not isinstance(block_s, int) or not _is_pow2(block_s):
@@ -233,12 +239,19 @@ def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: 
       raise ValueError(f'layer must be an int or an integer scalar, got {layer!r}')
   elif not 0 <= layer < n_layers:
     raise ValueError(f'layer={layer} out of range for L={n_layers} layers')
-  use_dot = (1 < n_groups <= 16 and jnp.dtype(k_LxBxKxSxH.dtype).itemsize == 2
-             and block_s >= 16 and head_dim >= 16)
+  if products not in ('auto', 'dot', 'reduce'):
+    raise ValueError(f"products={products!r} must be 'auto', 'dot' or 'reduce'")
+  dot_ok = (n_groups <= 16 and jnp.dtype(kv_LxBx2xKxSxH.dtype).itemsize == 2
+            and block_s >= 16 and head_dim >= 16)
+  if products == 'dot' and not dot_ok:
+    raise ValueError(f"products='dot' needs a 16-bit cache, at most 16 query heads per kv "
+                     f"head, block_s >= 16 and head_dim >= 16; got {kv_LxBx2xKxSxH.dtype}, "
+                     f"G={n_groups}, block_s={block_s}, H={head_dim}")
+  use_dot = products == 'dot' or (products == 'auto' and dot_ok and n_groups > 1)
   splits = auto_splits(batch, kv_heads, window, block_s) if n_splits == 0 else n_splits
   if interpret is None:
     interpret = jax.default_backend() != 'gpu'
-  return _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
+  return _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B,
                  jnp.asarray(layer, jnp.int32) if dynamic_layer else None,
                  static_layer=None if dynamic_layer else int(layer), window=window,
                  scale=float(scale), block_s=block_s, splits=min(splits, window // block_s),
@@ -249,38 +262,40 @@ def decode_attention(q_BxKxGxH: jax.Array, k_LxBxKxSxH: jax.Array, v_LxBxKxSxH: 
 @functools.partial(jax.jit, static_argnames=('static_layer', 'window', 'scale', 'block_s',
                                              'splits', 'use_dot', 'num_warps', 'num_stages',
                                              'interpret'))
-def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, *,
+def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, *,
             static_layer, window, scale, block_s, splits, use_dot, num_warps, num_stages,
             interpret):
   """The pallas_call and, with several splits, the split-merging epilogue (with one split
   the kernel writes the normalised output itself)."""
-  n_layers, batch, kv_heads, slots, head_dim = k_LxBxKxSxH.shape
+  n_layers, batch, _, kv_heads, slots, head_dim = kv_LxBx2xKxSxH.shape
   n_groups = q_BxKxGxH.shape[2]
   lengths_B = jnp.minimum(lengths_B.astype(jnp.int32), window)
-  q_spec = pl.BlockSpec((None, None, n_groups, head_dim), lambda b, k, s: (b, k, 0, 0))
-  len_spec = pl.BlockSpec((None,), lambda b, k, s: (b,))
+  q_spec = pl.BlockSpec((None, None, n_groups, head_dim), lambda k, b, s: (b, k, 0, 0))
+  len_spec = pl.BlockSpec((None,), lambda k, b, s: (b,))
+  # The cache goes in twice, as keys (index 0 of axis 2) and values (index 1).
   if static_layer is None:
-    kv_spec = pl.BlockSpec((n_layers, None, None, slots, head_dim),
-                           lambda b, k, s: (0, b, k, 0, 0))
-    in_specs = [q_spec, kv_spec, kv_spec, len_spec, pl.BlockSpec((1,), lambda b, k, s: (0,))]
-    operands = [q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B,
+    k_spec, v_spec = (pl.BlockSpec((n_layers, None, None, None, slots, head_dim),
+                            lambda k, b, s, i=i: (0, b, i, k, 0, 0)) for i in (0, 1))
+    in_specs = [q_spec, k_spec, v_spec, len_spec, pl.BlockSpec((1,), lambda k, b, s: (0,))]
+    operands = [q_BxKxGxH, kv_LxBx2xKxSxH, kv_LxBx2xKxSxH, lengths_B,
                 jnp.reshape(dynamic_layer, (1,))]
   else:
-    kv_spec = pl.BlockSpec((None, None, None, slots, head_dim),
-                           lambda b, k, s: (static_layer, b, k, 0, 0))
-    in_specs = [q_spec, kv_spec, kv_spec, len_spec]
-    operands = [q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B]
+    k_spec, v_spec = (pl.BlockSpec((None, None, None, None, slots, head_dim),
+                            lambda k, b, s, i=i: (static_layer, b, i, k, 0, 0))
+                      for i in (0, 1))
+    in_specs = [q_spec, k_spec, v_spec, len_spec]
+    operands = [q_BxKxGxH, kv_LxBx2xKxSxH, kv_LxBx2xKxSxH, lengths_B]
 
   normalize = splits == 1
   if normalize:
-    out_specs = [pl.BlockSpec((None, None, n_groups, head_dim), lambda b, k, s: (b, k, 0, 0))]
+    out_specs = [pl.BlockSpec((None, None, n_groups, head_dim), lambda k, b, s: (b, k, 0, 0))]
     out_shape = [jax.ShapeDtypeStruct(q_BxKxGxH.shape, q_BxKxGxH.dtype)]
   else:
     part_shape = (batch, kv_heads, splits, n_groups)
     out_specs = [
-        pl.BlockSpec((None, None, None, n_groups, head_dim), lambda b, k, s: (b, k, s, 0, 0)),
-        pl.BlockSpec((None, None, None, n_groups), lambda b, k, s: (b, k, s, 0)),
-        pl.BlockSpec((None, None, None, n_groups), lambda b, k, s: (b, k, s, 0)),
+        pl.BlockSpec((None, None, None, n_groups, head_dim), lambda k, b, s: (b, k, s, 0, 0)),
+        pl.BlockSpec((None, None, None, n_groups), lambda k, b, s: (b, k, s, 0)),
+        pl.BlockSpec((None, None, None, n_groups), lambda k, b, s: (b, k, s, 0)),
     ]
     out_shape = [
         jax.ShapeDtypeStruct((*part_shape, head_dim), jnp.float32),
@@ -292,7 +307,7 @@ def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, *,
                              use_dot=use_dot, normalize=normalize)
   outs = pl.pallas_call(
       kernel,
-      grid=(batch, kv_heads, splits),
+      grid=(kv_heads, batch, splits),
       in_specs=in_specs,
       out_specs=out_specs,
       out_shape=out_shape,
@@ -310,11 +325,11 @@ def _decode(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, lengths_B, dynamic_layer, *,
   return out.astype(q_BxKxGxH.dtype)
 
 
-def reference_decode_attention(q_BxKxGxH, k_LxBxKxSxH, v_LxBxKxSxH, layer, lengths_B, *,
+def reference_decode_attention(q_BxKxGxH, kv_LxBx2xKxSxH, layer, lengths_B, *,
                                window: int, scale: float) -> jax.Array:
-  """Plain-JAX masked attention over k[layer][:, :, :window] (the benchmark's baseline)."""
-  keys = k_LxBxKxSxH[layer][:, :, :window].astype(jnp.float32)
-  values = v_LxBxKxSxH[layer][:, :, :window].astype(jnp.float32)
+  """Plain-JAX masked attention over the first `window` slots (the benchmark's baseline)."""
+  keys = kv_LxBx2xKxSxH[layer, :, 0, :, :window].astype(jnp.float32)
+  values = kv_LxBx2xKxSxH[layer, :, 1, :, :window].astype(jnp.float32)
   logits = jnp.einsum('bkgh,bksh->bkgs', q_BxKxGxH.astype(jnp.float32), keys) * scale
   live_BxS = jnp.arange(window)[None, :] < lengths_B[:, None]
   logits = jnp.where(live_BxS[:, None, None, :], logits, -jnp.inf)
@@ -331,11 +346,12 @@ def _main():
   parser.add_argument('--groups', type=int, default=1)
   parser.add_argument('--head-dim', type=int, default=64)
   parser.add_argument('--seq', type=int, default=128, help='cache slots S (= window)')
-  parser.add_argument('--live', type=int, default=80, help='live slots per row')
+  parser.add_argument('--live', default='80',
+                      help="live slots per row: N, or A-B for lengths uniform in [A, B]")
   parser.add_argument('--layers', type=int, default=4)
   parser.add_argument('--configs', default='64:4:2',
-                      help='comma-separated block_s:num_warps:num_stages kernel settings, '
-                           'timed side by side')
+                      help='comma-separated block_s:num_warps:num_stages[:products] kernel '
+                           'settings, timed side by side')
   parser.add_argument('--n-splits', type=int, default=0)
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--iters', type=int, default=50)
@@ -343,32 +359,36 @@ def _main():
   b, kh, g, h, s = a.batch, a.kv_heads, a.groups, a.head_dim, a.seq
   keys = jax.random.split(jax.random.key(0), 3)
   q = jax.random.normal(keys[0], (b, kh, g, h), a.dtype)
-  k = jax.random.normal(keys[1], (a.layers, b, kh, s, h), a.dtype)
-  v = jax.random.normal(keys[2], (a.layers, b, kh, s, h), a.dtype)
-  lengths = jnp.full((b,), a.live, jnp.int32)
+  kv = jax.random.normal(keys[1], (a.layers, b, 2, kh, s, h), a.dtype)
+  # --live N: every row has N live slots; --live A-B: lengths drawn uniformly from [A, B].
+  lo, _, hi = a.live.partition('-')
+  lengths = jax.random.randint(jax.random.key(3), (b,), int(lo), int(hi or lo) + 1)
+  mean_live = float(jnp.mean(lengths))
   # A static layer, as in the sampler; one layer's cache is far larger than the L2 cache.
   opts = dict(window=s, scale=h ** -0.5, layer=a.layers - 1)
   fns = {'reference': jax.jit(functools.partial(reference_decode_attention, **opts))}
   for spec in a.configs.split(','):
-    blk, warps, stages = (int(x) for x in spec.split(':'))
+    parts = spec.split(':')
+    products = parts.pop() if len(parts) == 4 else 'auto'
+    blk, warps, stages = (int(x) for x in parts)
     fns[f'pallas {spec}'] = jax.jit(functools.partial(
         decode_attention, block_s=blk, n_splits=a.n_splits, num_warps=warps,
-        num_stages=stages, **opts))
-  live_bytes = 2 * b * kh * a.live * h * jnp.dtype(a.dtype).itemsize
+        num_stages=stages, products=products, **opts))
+  live_bytes = 2 * b * kh * mean_live * h * jnp.dtype(a.dtype).itemsize
   print(f'backend={jax.default_backend()} B={b} K={kh} G={g} H={h} S={s} live={a.live} '
         f'L={a.layers} splits={a.n_splits or "auto"} dtype={a.dtype}')
   want = None
   for name, fn in fns.items():
     try:
       for _ in range(2):   # warm-up: compile, then any first-run setup
-        out = fn(q, k, v, lengths_B=lengths).block_until_ready()
+        out = fn(q, kv, lengths_B=lengths).block_until_ready()
     except Exception as e:  # a setting the compiler rejects: report it, time the others
       print(f'{name:>18}: failed: {type(e).__name__}: {str(e)[:300]}', flush=True)
       continue
     want = out if want is None else want
     t0 = time.perf_counter()
     for _ in range(a.iters):
-      out = fn(q, k, v, lengths_B=lengths)
+      out = fn(q, kv, lengths_B=lengths)
     out.block_until_ready()
     us = (time.perf_counter() - t0) / a.iters * 1e6
     err = float(jnp.max(jnp.abs(out.astype(jnp.float32) - want.astype(jnp.float32))))

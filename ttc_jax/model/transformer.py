@@ -4,12 +4,16 @@ The KV cache is an explicit pytree passed in and returned, never a mutable colle
 
   logits_BxTxV, cache = apply(params, tokens_BxT, positions_BxT, cache, mask_BxS, config=cfg)
 
-Cache layout: {'k': [L, B, K, S, H], 'v': [L, B, K, S, H]} in the compute dtype, where cache
-slot s holds the token at position s of its row. Slots are next to the head dim, so a decode
-step reads each (row, kv head)'s live prefix as one contiguous block. Rows may have different lengths: a call
+Cache layout: {'kv': [L, B, 2, K, S, H]} in the compute dtype (index 0 of axis 2 keys, 1
+values), where cache slot s holds the token at position s of its row. Slots are next to the
+head dim, so a decode step reads each (row, kv head)'s live prefix as one contiguous block,
+and keys and values sit in one array, so a step writes both with one scatter (on an H200 at
+M/1024: 5.8 us per layer, against 3.3 us for each of the two). Rows may have different
+lengths: a call
 writes its T tokens at slots positions[b, 0] .. positions[b, 0] + T - 1 of row b, and a query
-at position p attends to slots s <= p (and, with `mask`, only to slots where mask[b, s]; a [B, T, S] mask instead
-gives each query its own visible keys, e.g. for packed training sequences).
+at position p attends to slots s <= p (and, with `mask`, only to slots where mask[b, s]; a
+[B, T, S] mask instead gives each query its own visible keys, e.g. for packed training
+sequences).
 Slots past a row's length may hold stale values: the causal rule never lets a query see them
 before they are overwritten.
 
@@ -36,11 +40,20 @@ Cache = dict[str, jax.Array]
 ONE_HOT_MAX_VOCAB = 1024
 
 
+# Axes of the cache array cache['kv']: rows (B) and slots (S).
+CACHE_BATCH_AXIS, CACHE_SLOT_AXIS = 1, 4
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int | None = None) -> Cache:
   """An empty cache of `length` slots (default cfg.max_len) for `batch` rows."""
   length = cfg.max_len if length is None else length
-  shape = (cfg.n_layers, batch, cfg.n_kv_heads, length, cfg.head_dim)
-  return {'k': jnp.zeros(shape, cfg.jnp_dtype), 'v': jnp.zeros(shape, cfg.jnp_dtype)}
+  shape = (cfg.n_layers, batch, 2, cfg.n_kv_heads, length, cfg.head_dim)
+  return {'kv': jnp.zeros(shape, cfg.jnp_dtype)}
+
+
+def cache_slots(cache: Cache) -> int:
+  """S: slots per row of a cache from `init_cache`."""
+  return cache['kv'].shape[CACHE_SLOT_AXIS]
 
 
 def rope_frequencies(head_dim: int, theta: float, scaling=None) -> np.ndarray:
@@ -140,9 +153,9 @@ def decode_attention_kind(cfg: ModelConfig) -> str:
   """The decode attention used for cfg. 'auto' is the Pallas kernel on a GPU when the model
   has neither attention soft-capping nor sliding windows (measured on an H200 against the
   XLA paths, sampler end to end: 1.14x at S/4096, 1.11x at M/1024, 1.12x at a 1024-token
-  context, 1.30x on the Qwen2.5-0.5B shape; experiments/bench_sampling.md); otherwise multiply-reduce for one query
-  head per kv head and batched matrix-vector products for grouped queries (reduce 1.05x
-  faster at G=1, einsum 2.4x faster at G=7)."""
+  context, 1.30x on the Qwen2.5-0.5B shape; experiments/bench_sampling.md); otherwise
+  multiply-reduce for one query head per kv head and batched matrix-vector products for
+  grouped queries (reduce 1.05x faster at G=1, einsum 2.4x faster at G=7)."""
   if cfg.decode_attention != 'auto':
     return cfg.decode_attention
   if (jax.default_backend() == 'gpu' and not cfg.attn_logit_softcap
@@ -161,41 +174,41 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
                      write_B, window, cfg: ModelConfig):
   """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache.
 
-  The whole [L, B, K, S, H] cache is carried through the layers, so the new keys and values
-  are scattered in place (no per-layer copy of the cache). Rows with write_B False write
-  nothing (their scatter index is out of range and dropped), so a finished row's cache is
-  never touched. Only the first `window` slots are read (for each row and kv head one
-  contiguous block): the caller guarantees every written position is below it.
+  The whole [L, B, 2, K, S, H] cache is carried through the layers, so the new keys and
+  values are scattered in place (one scatter, no per-layer copy of the cache). Rows with
+  write_B False write nothing (their scatter index is out of range and dropped), so a
+  finished row's cache is never touched. Only the first `window` slots are read (for each
+  row and kv head one contiguous block): the caller guarantees every written position is
+  below it.
   Returns (attention output [B, T, K, G, H], updated cache).
   """
   b, t = positions_BxT.shape
-  s = cache['k'].shape[3]
+  s = cache_slots(cache)
   scale = attention_scale(cfg)
   kind = decode_attention_kind(cfg) if t == 1 else 'einsum'
   start_B = jnp.where(write_B, positions_BxT[:, 0], s)
   slots_BxT = start_B[:, None] + jnp.arange(t)[None, :]
   rows_Bx1 = jnp.arange(b)[:, None]
 
-  def write(c_LxBxKxSxH, u_BxTxKxH):
-    # Advanced indices around a slice: the indexed view is [B, T, K, H], the update's shape.
-    # Indices are unique (one row, distinct slots), so the scatter needs no atomics.
-    return c_LxBxKxSxH.at[layer, rows_Bx1, :, slots_BxT].set(u_BxTxKxH, mode='drop',
-                                                             unique_indices=True)
-
-  new_cache = {'k': write(cache['k'], k_BxTxKxH.astype(cache['k'].dtype)),
-               'v': write(cache['v'], v_BxTxKxH.astype(cache['v'].dtype))}
+  # Advanced indices around slices: the indexed view is [B, T, 2, K, H], the update's shape.
+  # Indices are unique (one row, distinct slots), so the scatter needs no atomics.
+  kv_Lx2 = cache['kv']
+  new_BxTx2xKxH = jnp.stack([k_BxTxKxH, v_BxTxKxH], axis=2).astype(kv_Lx2.dtype)
+  new_cache = {'kv': kv_Lx2.at[layer, rows_Bx1, :, :, slots_BxT].set(
+      new_BxTx2xKxH, mode='drop', unique_indices=True)}
   if kind == 'pallas':
     from ttc_jax.model import pallas_decode
     # Row b attends to slots [0, position + 1): the live prefix, read in place.
     lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
-    block, warps, stages = cfg.decode_kernel_settings()
+    block, warps, stages, products = cfg.decode_kernel_settings()
     block = min(block, window & -window)   # a power of two dividing the window
     o_BxKxGxH = pallas_decode.decode_attention(
-        q_BxTxKxGxH[:, 0], new_cache['k'], new_cache['v'], layer, lengths_B, window=window,
-        scale=scale, block_s=block, num_warps=warps, num_stages=stages)   # in q's dtype
+        q_BxTxKxGxH[:, 0], new_cache['kv'], layer, lengths_B, window=window,
+        scale=scale, block_s=block, num_warps=warps, num_stages=stages,
+        products=products)   # in q's dtype
     return o_BxKxGxH[:, None], new_cache
-  keys_BxKxWxH = jax.lax.dynamic_index_in_dim(new_cache['k'], layer, 0, False)[:, :, :window]
-  values_BxKxWxH = jax.lax.dynamic_index_in_dim(new_cache['v'], layer, 0, False)[:, :, :window]
+  kv_Bx2xKxWxH = jax.lax.dynamic_index_in_dim(new_cache['kv'], layer, 0, False)[..., :window, :]
+  keys_BxKxWxH, values_BxKxWxH = kv_Bx2xKxWxH[:, 0], kv_Bx2xKxWxH[:, 1]
   slot_pos_BxW = jnp.broadcast_to(jnp.arange(window), (b, window))
   visible_BxTxW = slot_pos_BxW[:, None, :] <= positions_BxT[:, :, None]
   if cfg.sliding_window:
@@ -227,6 +240,7 @@ class Block(nn.Module):
   """
   cfg: ModelConfig
   window: int | None = None
+  fused: bool = False   # weights from split_layers(..., fuse=True): 'qkv' and 'gate_up'
 
   @nn.compact
   def __call__(self, carry, aux, cache_l=None, sliding_l=None):
@@ -241,9 +255,13 @@ class Block(nn.Module):
     b, t, _ = x_BxTxD.shape
 
     h = RMSNorm(cfg, name='attn_norm')(x_BxTxD)
-    q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
-    k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
-    v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
+    if self.fused:
+      qkv = _dense(cfg, (cfg.n_heads + 2 * k_heads, cfg.head_dim), 'qkv', bias=cfg.qkv_bias)(h)
+      q, k, v = jnp.split(qkv, [cfg.n_heads, cfg.n_heads + k_heads], axis=2)
+    else:
+      q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
+      k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
+      v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
     q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
     k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
 
@@ -256,13 +274,13 @@ class Block(nn.Module):
       key_pos_BxS = positions_BxT
       new_cache = None
     else:
-      # cache_l: [B, K, S, H]; row b's T new slots start at its first position.
+      # cache_l['kv']: [B, 2, K, S, H]; row b's T new slots start at its first position.
       start_B = positions_BxT[:, 0]
-      write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, 1))
-      keys = write(cache_l['k'], k.astype(cache_l['k'].dtype).transpose(0, 2, 1, 3), start_B)
-      values = write(cache_l['v'], v.astype(cache_l['v'].dtype).transpose(0, 2, 1, 3),
-                     start_B)
-      new_cache = {'k': keys, 'v': values}
+      write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, 2))
+      new_Bx2xKxTxH = jnp.stack([k, v], axis=1).transpose(0, 1, 3, 2, 4)
+      kv = write(cache_l['kv'], new_Bx2xKxTxH.astype(cache_l['kv'].dtype), start_B)
+      new_cache = {'kv': kv}
+      keys, values = kv[:, 0], kv[:, 1]
       key_pos_BxS = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2]))
     # The fused kernels know neither soft-capping nor per-layer sliding windows.
     plain = not (cfg.attn_logit_softcap or cfg.sliding_window or cfg.query_pre_attn_scalar)
@@ -290,8 +308,11 @@ class Block(nn.Module):
 
     h = RMSNorm(cfg, name='mlp_norm')(x_BxTxD)
     act = nn.silu if cfg.activation == 'silu' else (lambda z: nn.gelu(z, approximate=True))
-    gate = _dense(cfg, cfg.d_ff, 'gate')(h)
-    up = _dense(cfg, cfg.d_ff, 'up')(h)
+    if self.fused:
+      gate, up = jnp.split(_dense(cfg, 2 * cfg.d_ff, 'gate_up')(h), 2, axis=-1)
+    else:
+      gate = _dense(cfg, cfg.d_ff, 'gate')(h)
+      up = _dense(cfg, cfg.d_ff, 'up')(h)
     m = _dense(cfg, cfg.d_model, 'down')(act(gate) * up)
     if cfg.post_norms:
       m = RMSNorm(cfg, name='mlp_post_norm')(m)
@@ -397,15 +418,31 @@ class _DecodeTransformer(Transformer):
     return self.head(x), new_cache
 
 
-def split_layers(params) -> dict:
+def split_layers(params, fuse: bool = False) -> dict:
   """params with the stacked layer tree replaced by a list of per-layer trees.
 
   Call it once outside a decode loop: each layer's weights are then their own buffers, so a
   step's matmuls read them directly instead of copying a slice of the stack (measured on an
-  H200: the copies cost 0.24 ms of a 2.4 ms step for a 113M-parameter model)."""
+  H200: the copies cost 0.24 ms of a 2.4 ms step for a 113M-parameter model).
+  fuse: also concatenate q, k, v into one 'qkv' projection and gate, up into 'gate_up' (for
+  `Block(fused=True)`): one matmul each, over weights laid out once rather than per step."""
   stacked = params['layers']
   n = jax.tree.leaves(stacked)[0].shape[0]
-  return {**params, 'layers': [jax.tree.map(lambda x, l=l: x[l], stacked) for l in range(n)]}
+  layers = [jax.tree.map(lambda x, l=l: x[l], stacked) for l in range(n)]
+  if fuse:
+    layers = [_fuse_layer(layer) for layer in layers]
+  return {**params, 'layers': layers}
+
+
+def _fuse_layer(layer: dict) -> dict:
+  """One layer's weights with q/k/v and gate/up concatenated (kernels [D, N, H] along the
+  head axis, biases [N, H] along theirs; gate/up kernels [D, F] along F)."""
+  out = {k: v for k, v in layer.items() if k not in ('q', 'k', 'v', 'gate', 'up')}
+  out['qkv'] = {name: jnp.concatenate([layer[p][name] for p in 'qkv'], axis=-2)
+                for name in layer['q']}
+  out['gate_up'] = {'kernel': jnp.concatenate([layer['gate']['kernel'],
+                                               layer['up']['kernel']], axis=-1)}
+  return out
 
 
 def apply_decode(params, tokens_BxT, positions_BxT, cache, write_B=None, *, config,
@@ -420,18 +457,19 @@ def apply_decode(params, tokens_BxT, positions_BxT, cache, write_B=None, *, conf
     keep every position of a writing row below `window`.
   - rows with write_B[b] False (default: all True) leave their cache untouched; their logits
     are meaningless if their positions reach `window`;
-  - params may come from `split_layers` (per-layer weight buffers, layers in a Python loop).
+  - params may come from `split_layers` (per-layer weight buffers, layers in a Python loop;
+    with fuse=True, q/k/v and gate/up as one matmul each).
   No key mask: every slot at or before a query's position is visible.
   """
   b = tokens_BxT.shape[0]
-  window = cache['k'].shape[3] if window is None else int(window)
+  window = cache_slots(cache) if window is None else int(window)
   if write_B is None:
     write_B = jnp.ones((b,), bool)
   if isinstance(params['layers'], (list, tuple)):   # from `split_layers`: a Python loop
     rest = {k: v for k, v in params.items() if k != 'layers'}
     model = Transformer(config)
     x = model.apply({'params': rest}, tokens_BxT, method=Transformer.embed_tokens)
-    block = Block(config, window)
+    block = Block(config, window, fused='qkv' in params['layers'][0])
     for layer, layer_params in enumerate(params['layers']):
       (x, cache, _), _ = block.apply({'params': layer_params}, (x, cache, layer),
                                      (positions_BxT, write_B))

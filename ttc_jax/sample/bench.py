@@ -73,41 +73,60 @@ def roofline_seconds(cfg, batch: int, prompt_len: int, new_tokens: int, bandwidt
   return {'roofline_s': total, 'memory_s': mem, 'compute_s': comp}
 
 
+# XLA option sets a variant can add to the sampler's compiled functions ('x<name>').
+XLA_PRESETS = {
+    # no CUDA graphs: every kernel is launched on its own
+    'nocb': {'xla_gpu_enable_command_buffer': ''},
+    # CUDA graphs for the whole decode loop (conditional nodes), so no host round trip
+    'while': {'xla_gpu_enable_command_buffer':
+              'FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL'},
+    # every matmul through cuBLAS instead of XLA's Triton GEMM fusions
+    'cublas': {'xla_gpu_enable_triton_gemm': False},
+    # the autotuner tries every Triton GEMM tiling, not a short list
+    'exh': {'xla_gpu_exhaustive_tiling_search': True},
+}
+
+
 def parse_variant(spec: str) -> dict:
-  """'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES]' -> decode settings.
+  """'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES][:xPRESET...]' -> decode settings.
 
   attn: decode_attention ('auto', 'reduce', 'einsum', 'pallas'); unroll: 1 or 0; wN: N
   attention windows (XLA attention only), sN: N decode steps per loop iteration (0 or
-  absent: the sampler's); k...:
-  the Pallas kernel's launch settings (ModelConfig.decode_kernel), e.g. k64x4x2.
+  absent: the sampler's); k...: the Pallas kernel's launch settings
+  (ModelConfig.decode_kernel), e.g. k64x4x2; xNAME: XLA options from XLA_PRESETS for the
+  sampler's functions (several merge), e.g. xnocb.
   """
   attn, _, rest = spec.partition(':')
   parts = rest.split(':') if rest else []
   out = {'decode_attention': attn, 'decode_unroll': (parts[0] if parts else '1') != '0',
-         'n_windows': 0, 'steps_per_loop': 0, 'decode_kernel': ''}
+         'n_windows': 0, 'steps_per_loop': 0, 'decode_kernel': '', 'xla_options': {}}
   for part in parts[1:]:
     tag, value = part[:1], part[1:]
     if tag == 'w' and value.isdigit():
       out['n_windows'] = int(value)
     elif tag == 's' and value.isdigit():
       out['steps_per_loop'] = int(value)
-    elif tag == 'k' and len(value.split('x')) == 3:
+    elif tag == 'k' and len(value.split('x')) in (3, 4):
       out['decode_kernel'] = value.replace('x', ':')
+    elif tag == 'x' and value in XLA_PRESETS:
+      out['xla_options'].update(XLA_PRESETS[value])
     else:
-      raise ValueError(f'--variants: cannot read {part!r} in {spec!r} (expected wN, sN or '
-                       'kBLOCKxWARPSxSTAGES)')
+      raise ValueError(f'--variants: cannot read {part!r} in {spec!r} (expected wN, sN, '
+                       f'kBLOCKxWARPSxSTAGES or x followed by one of {sorted(XLA_PRESETS)})')
   return out
 
 
 def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
-              n_windows: int, trace_dir: str | None = None, steps_per_loop: int = 0) -> dict:
+              n_windows: int, trace_dir: str | None = None, steps_per_loop: int = 0,
+              xla_options: dict | None = None) -> dict:
   from ttc_jax.model import transformer
   from ttc_jax.sample.decode import Sampler
   params = transformer.init_params(cfg, jax.random.key(0))
   prompts = np.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 3,
                                           cfg.vocab_size), np.int32)
   lengths = np.full((batch,), prompt_len, np.int32)
-  sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows, steps_per_loop=steps_per_loop)
+  sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows, steps_per_loop=steps_per_loop,
+                    compiler_options=xla_options or None)
   cache_len = prompt_len + new_tokens
 
   def start(seed):
@@ -202,10 +221,10 @@ def main(argv=None) -> dict:
                   help='qwen2: q/k/v biases and tied embeddings (e.g. the Qwen2.5-0.5B shape)')
   ap.add_argument('--variants', default='auto:1',
                   help='comma-separated decode variants timed side by side, each '
-                       "'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES]' (see "
-                       'parse_variant), e.g. auto:1,reduce:0,pallas:1:s4:k64x4x2')
+                       "'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES][:xPRESET]' (see "
+                       'parse_variant), e.g. auto:1,reduce:0,pallas:1:s4:k64x4x2,auto:1:xnocb')
   ap.add_argument('--trace', default=None,
-                  help='directory for a Perfetto trace of one decode (first variant)')
+                  help='directory for Perfetto traces of one decode per variant')
   ap.add_argument('--hf', action='store_true', help='also time HF generate (torch, CUDA)')
   ap.add_argument('--out', default='bench_sampling.json')
   args = ap.parse_args(argv)
@@ -228,12 +247,12 @@ def main(argv=None) -> dict:
       vcfg = dataclasses.replace(cfg, decode_attention=var['decode_attention'],
                                  decode_unroll=var['decode_unroll'],
                                  decode_kernel=var['decode_kernel']).validate()
-      trace = (os.path.join(args.trace, f'{args.name}_{batch}') if args.trace and i == 0
-               else None)
+      trace = (os.path.join(args.trace, f'{args.name}_{batch}' + (f'_v{i}' if i else ''))
+               if args.trace else None)
       run = {'batch': batch, 'variant': spec, **var,
              **bench_jax(vcfg, batch, args.prompt_len, args.new_tokens, args.reps,
                          var['n_windows'] or args.n_windows, trace,
-                         var['steps_per_loop'])}
+                         var['steps_per_loop'], var['xla_options'])}
       run.update(roof)
       run['roofline_tokens_per_s'] = batch * args.new_tokens / roof['roofline_s']
       run['fraction_of_roofline'] = roof['roofline_s'] / run['decode_s']

@@ -45,7 +45,8 @@ NO_LIMIT = np.iinfo(np.int32).max // 2
 class DecodeState:
   """The decode loop's state; a pytree, so it goes in and out of jit (and is donated).
 
-  cache:             {'k', 'v'}: [L, B, K, S, H] compute dtype; slot s = position s.
+  cache:             {'kv'}: [L, B, 2, K, S, H] compute dtype (keys, values); slot s =
+                     position s.
   tokens_BxS:        int32, prompt then generated tokens; pad (stale) past lengths_B.
   lengths_B:         int32, tokens in the row (prompt + generated).
   prompt_lengths_B:  int32, prompt tokens (so generated = lengths - prompt_lengths).
@@ -101,15 +102,13 @@ def bucket_length(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
 
 
 def state_shardings(state: DecodeState, mesh: Mesh) -> DecodeState:
-  """Rows over 'data': cache on its batch axis 1, per-row arrays on axis 0; scalars copied."""
+  """Rows over 'data': the cache on its batch axis, per-row arrays on axis 0; scalars copied."""
   def one(x):
     nd = len(x.shape)
-    if nd == 0:
-      return NamedSharding(mesh, P())
-    if nd == 5:   # the cache [L, B, K, S, H]
-      return NamedSharding(mesh, P(None, 'data'))
-    return NamedSharding(mesh, P('data', *([None] * (nd - 1))))
-  return jax.tree.map(one, state)
+    return NamedSharding(mesh, P() if nd == 0 else P('data', *([None] * (nd - 1))))
+  cache = {name: NamedSharding(mesh, P(*[None] * transformer.CACHE_BATCH_AXIS, 'data'))
+           for name in state.cache}
+  return jax.tree.map(one, state.replace(cache={})).replace(cache=cache)
 
 
 # ---- sampling --------------------------------------------------------------------------------
@@ -163,8 +162,11 @@ def _start(params, prompts_PxL, lengths_P, temperature_B, top_p_B, max_new_B,
                                         config=config)
   b = p * n_samples
   full = transformer.init_cache(config, b, cache_len)
-  cache = {name: full[name].at[:, :, :, :lb].set(jnp.repeat(cache[name], n_samples, axis=1))
-           for name in ('k', 'v')}
+  axis = transformer.CACHE_BATCH_AXIS
+  cache = jax.tree.map(
+      lambda f, c: jax.lax.dynamic_update_slice_in_dim(f, jnp.repeat(c, n_samples, axis=axis),
+                                                       0, transformer.CACHE_SLOT_AXIS),
+      full, cache)
   tokens_BxS = jnp.zeros((b, cache_len), jnp.int32).at[:, :lb].set(
       jnp.repeat(prompts_PxL, n_samples, axis=0))
   lengths_B = jnp.repeat(lengths_P, n_samples).astype(jnp.int32)
@@ -212,8 +214,10 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
   b, s = state.tokens_BxS.shape
   slots_S = jnp.arange(s)
   if config.decode_unroll:
-    # Per-layer weight buffers, made once per call rather than sliced from the stack each step.
-    params = transformer.split_layers(params)
+    # Per-layer weight buffers, made once per call rather than sliced from the stack each
+    # step, with q/k/v and gate/up concatenated (measured on an H200: 6% faster at M/1024 and
+    # 3% at S/4096 than leaving XLA to merge the separate matmuls).
+    params = transformer.split_layers(params, fuse=True)
   step_ids_arr = jnp.asarray(step_ids if step_ids else (-1,), jnp.int32)
 
   def active(st, paused_B):
@@ -283,12 +287,10 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
 
 def _reorder(state: DecodeState, index_B) -> DecodeState:
   def take(x):
-    if len(x.shape) == 0:
-      return x
-    if len(x.shape) == 5:
-      return jnp.take(x, index_B, axis=1)
-    return jnp.take(x, index_B, axis=0)
-  return jax.tree.map(take, state)
+    return x if len(x.shape) == 0 else jnp.take(x, index_B, axis=0)
+  cache = jax.tree.map(lambda c: jnp.take(c, index_B, axis=transformer.CACHE_BATCH_AXIS),
+                       state.cache)
+  return jax.tree.map(take, state.replace(cache={})).replace(cache=cache)
 
 
 _reorder_jit = jax.jit(_reorder, donate_argnums=(0,))
@@ -337,6 +339,8 @@ class Sampler:
     attention window (the Pallas kernel; measured 2% faster on an H200), else 1 (each window
     would compile two more loop bodies). `extend_one_step` runs one step per iteration: its
     calls are short, so idle steps would cost more there.
+  compiler_options: XLA options for this sampler's compiled functions only (jax.jit's
+    `compiler_options`, e.g. {'xla_gpu_enable_command_buffer': ''}); None: none.
   """
   config: ModelConfig
   eos_id: int
@@ -346,6 +350,7 @@ class Sampler:
   buckets: Sequence[int] = DEFAULT_BUCKETS
   n_windows: int = 0
   steps_per_loop: int = 0
+  compiler_options: dict[str, Any] | None = None
 
   def __post_init__(self):
     self.step_ids = tuple(int(i) for i in self.step_ids)
@@ -377,18 +382,19 @@ class Sampler:
     if key not in self._jits:
       fn = functools.partial(fn, config=self.config, **static)
       donate = (1,) if name.startswith('decode') and 'keep' not in name else ()
+      jit = functools.partial(jax.jit, compiler_options=self.compiler_options)
       if self.mesh is None:
-        self._jits[key] = jax.jit(fn, donate_argnums=donate)
+        self._jits[key] = jit(fn, donate_argnums=donate)
       else:
         ps = param_shardings(params, self.mesh)
         if name == 'start':
           out = state_shardings(state_like, self.mesh)
-          self._jits[key] = jax.jit(fn, in_shardings=(ps,) + (None,) * 8, out_shardings=out)
+          self._jits[key] = jit(fn, in_shardings=(ps,) + (None,) * 8, out_shardings=out)
         else:
           ss = state_shardings(state_like, self.mesh)
           rows = NamedSharding(self.mesh, P('data')) if 'rowkeys' in name else None
-          self._jits[key] = jax.jit(fn, in_shardings=(ps, ss, rows), out_shardings=ss,
-                                    donate_argnums=donate)
+          self._jits[key] = jit(fn, in_shardings=(ps, ss, rows), out_shardings=ss,
+                                donate_argnums=donate)
     return self._jits[key]
 
   def compile_count(self) -> int:

@@ -36,6 +36,7 @@ import numpy as np
 
 from ttc_jax.data.problems import ProblemSet
 from ttc_jax.data.tokenizer import Tokenizer
+from ttc_jax.model import transformer
 from ttc_jax.model.config import ModelConfig
 from ttc_jax.sample.decode import DecodeState, bucket_length
 
@@ -102,11 +103,12 @@ class OracleScorer:
 
 # ---- the trained PRM ----------------------------------------------------------------------------
 def _repeat_rows(cache, n: int):
-  return jax.tree.map(lambda x: jnp.repeat(x, n, axis=1), cache)
+  return jax.tree.map(lambda x: jnp.repeat(x, n, axis=transformer.CACHE_BATCH_AXIS), cache)
 
 
 def _gather_cache(cache, index_B):
-  return jax.tree.map(lambda x: jnp.take(x, index_B, axis=1), cache)
+  return jax.tree.map(lambda x: jnp.take(x, index_B, axis=transformer.CACHE_BATCH_AXIS),
+                      cache)
 
 
 _repeat_rows_jit = jax.jit(_repeat_rows, static_argnums=(1,))

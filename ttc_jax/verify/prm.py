@@ -113,7 +113,7 @@ def init_cache(config: ModelConfig, batch: int, length: int):
 
 def _extend_and_score(params, cache, tokens_BxT, start_B, n_new_B, *, config: ModelConfig):
   b, t = tokens_BxT.shape
-  s = cache['k'].shape[3]
+  s = transformer.cache_slots(cache)
   positions_BxT = start_B[:, None].astype(jnp.int32) + jnp.arange(t, dtype=jnp.int32)
   logits_BxT, cache = token_logits(params, tokens_BxT, positions_BxT, cache, config=config)
   scores_BxT = jax.nn.sigmoid(logits_BxT)
@@ -131,7 +131,7 @@ def extend_and_score(params, cache, tokens_BxT, start_B, n_new_B, *, config: Mod
 
   Args:
     params: verifier params.
-    cache: the verifier's cache {'k', 'v'} [L, B, K, S, H]; slots < start_B[b] must hold row
+    cache: the verifier's cache {'kv'} [L, B, 2, K, S, H]; slots < start_B[b] must hold row
       b's earlier tokens (from earlier calls). Donated.
     tokens_BxT: int32 new tokens of each row, left-aligned: row b's are [:n_new_B[b]], the
       rest is padding (written to slots past the row's length, where no later query sees

@@ -35,6 +35,22 @@ def test_cached_decode_equals_full_forward(params):
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-5, rtol=1e-5)
 
 
+def _decode_matches_full_pass(params, cfg, fast_params, fast_cfg, b, t, prefix, seed):
+  """Prefill `prefix` tokens with `apply`, then decode the rest one at a time with
+  `apply_decode(fast_params, config=fast_cfg)`; each step's logits must equal the full
+  pass's. Returns (tokens, cache after the last step)."""
+  from ttc_jax.model.transformer import apply_decode
+  toks = jax.random.randint(jax.random.key(seed), (b, t), 0, cfg.vocab_size)
+  full, _ = apply(params, toks, _positions(b, t), config=cfg)
+  cache = init_cache(cfg, b)
+  _, cache = apply(params, toks[:, :prefix], _positions(b, prefix), cache, config=cfg)
+  for i in range(prefix, t):
+    logits, cache = apply_decode(fast_params, toks[:, i:i + 1], jnp.full((b, 1), i), cache,
+                                 config=fast_cfg, window=16)
+    np.testing.assert_allclose(logits[:, 0], full[:, i], atol=2e-5, rtol=1e-5)
+  return toks, cache
+
+
 @pytest.mark.parametrize('attn,unroll,split', [
     ('reduce', True, False), ('einsum', True, True), ('reduce', False, False),
     ('auto', True, True), ('pallas', True, True), ('pallas', False, False),
@@ -47,14 +63,7 @@ def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   # split='fused': per-layer weights with q/k/v and gate/up concatenated (the sampler's).
   fast_params = split_layers(params, fuse=split == 'fused') if split else params
   b, t = 3, 14
-  toks = jax.random.randint(jax.random.key(1), (b, t), 0, CFG.vocab_size)
-  full, _ = apply(params, toks, _positions(b, t), config=CFG)
-  cache = init_cache(CFG, b)
-  _, cache = apply(params, toks[:, :5], _positions(b, 5), cache, config=CFG)
-  for i in range(5, t):
-    logits, cache = apply_decode(fast_params, toks[:, i:i + 1], jnp.full((b, 1), i), cache,
-                                 config=cfg, window=16)
-    np.testing.assert_allclose(logits[:, 0], full[:, i], atol=2e-5, rtol=1e-5)
+  toks, cache = _decode_matches_full_pass(params, CFG, fast_params, cfg, b, t, 5, seed=1)
   frozen = jnp.array([True, False, True])
   _, after = apply_decode(fast_params, toks[:, :1], jnp.full((b, 1), t), cache, frozen,
                           config=cfg, window=16)
@@ -62,26 +71,19 @@ def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   assert not np.array_equal(after['kv'][:, 0], cache['kv'][:, 0])
 
 
-
 def test_fused_projections_keep_qkv_biases():
   """split_layers(fuse=True) concatenates q/k/v biases with their kernels (Qwen-style models):
   the fused decode path still equals the full pass."""
-  from ttc_jax.model.transformer import apply_decode, split_layers
+  from ttc_jax.model.transformer import split_layers
   cfg = dataclasses.replace(CFG, qkv_bias=True, tie_embeddings=True, decode_attention='reduce')
   params = init_params(cfg, jax.random.key(3))
-  params['layers'] = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(4),
-                                                                        x.shape), params['layers'])
+  # Biases start at zero: perturb every weight so they count.
+  params['layers'] = jax.tree.map(
+      lambda x: x + 0.1 * jax.random.normal(jax.random.key(4), x.shape), params['layers'])
   fused = split_layers(params, fuse=True)
   assert set(fused['layers'][0]['qkv']) == {'kernel', 'bias'}
-  b, t = 2, 9
-  toks = jax.random.randint(jax.random.key(5), (b, t), 0, cfg.vocab_size)
-  full, _ = apply(params, toks, _positions(b, t), config=cfg)
-  cache = init_cache(cfg, b)
-  _, cache = apply(params, toks[:, :4], _positions(b, 4), cache, config=cfg)
-  for i in range(4, t):
-    logits, cache = apply_decode(fused, toks[:, i:i + 1], jnp.full((b, 1), i), cache,
-                                 config=cfg, window=16)
-    np.testing.assert_allclose(logits[:, 0], full[:, i], atol=2e-5, rtol=1e-5)
+  _decode_matches_full_pass(params, cfg, fused, cfg, 2, 9, 4, seed=5)
+
 
 def test_auto_decode_attention_is_pallas_on_gpu_only(monkeypatch):
   from ttc_jax.model import transformer

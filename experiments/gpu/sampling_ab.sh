@@ -12,12 +12,7 @@
 #   cp -r cmp_base/ttc_jax cmp_base/ttc_old
 #   grep -rl ttc_jax cmp_base/ttc_old | xargs sed -i s/ttc_jax/ttc_old/g
 # Logs go to $OUT.
-set -o pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/res
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 TQDM_DISABLE=1
-{ nvidia-smi; python3 -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__, jax.devices())'; } > "$OUT/env.txt" 2>&1
-LOG=$OUT/log.txt
-summ() { python3 experiments/gpu/bench_lines.py; }
+source experiments/gpu/sampling_common.sh
 echo "== decode check" | tee -a $LOG
 PYTHONPATH=. timeout 90 python3 experiments/gpu/decode_check.py 2>&1 | grep -v Warn | tee -a $LOG
 for tree in . cmp_base; do for shape in "4096 4 4" "1024 12 12"; do set -- $shape
@@ -25,9 +20,6 @@ for tree in . cmp_base; do for shape in "4096 4 4" "1024 12 12"; do set -- $shap
   PYTHONPATH=$tree timeout 60 python3 -m ttc_jax.model.pallas_decode --batch $1 --kv-heads $2 \
     --seq 128 --live 80 --layers $3 --configs 64:4:2 2>&1 | grep -v Warn | tail -1 | tee -a $LOG
 done; done
-B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 3"
-S="--name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024"
-M="--name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072"
 for round in 1 2; do for tree in . cmp_base; do
   X=""; [ $round = 1 ] && [ $tree = . ] && X="--hf --trace /tmp/trace"
   echo "== round $round tree $tree" | tee -a $LOG
@@ -43,8 +35,5 @@ for tree in . cmp_base; do
   PYTHONPATH=$tree timeout 60 $B $M --batch 256 --out /tmp/res/bench_M256_$tree.json --variants auto:1 \
     2>&1 | grep -v Warn | summ | tail -1 | tee -a $LOG
 done
-for f in $(find /tmp/trace -name perfetto_trace.json.gz | sort); do
-  n=$(echo "$f" | sed 's#/tmp/trace/\([^/]*\)/.*#\1#')
-  echo "== $n"; python3 experiments/trace_summary.py "$f" --top 16
-done > /tmp/res/traces.txt 2>&1
+trace_summaries 16; mv "$OUT/traces.txt" /tmp/res/traces.txt
 cd /tmp/res && tar czf $OUT/results.tgz *.json traces.txt && cp $LOG /tmp/res/log_copy.txt

@@ -8,17 +8,10 @@
 #     bank) with the default sampler;
 #  3. greedy decoding of the trained xs with each decode attention (decode_parity.py).
 # Logs and JSON go to $OUT.
-set -o pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/res
+source experiments/gpu/sampling_common.sh
+export PYTHONPATH=.:/tmp/site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
-export PYTHONUNBUFFERED=1 PYTHONPATH=.:/tmp/site XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 TQDM_DISABLE=1
-{ nvidia-smi; python3 -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__, jax.devices())'; } > "$OUT/env.txt" 2>&1
-LOG=$OUT/log.txt
-summ() { python3 experiments/gpu/bench_lines.py; }
-B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 3"
-S="--name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024"
-M="--name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072"
 echo "== S" | tee -a $LOG
 timeout 120 $B $S --batch 4096 --hf --trace /tmp/trace --out /tmp/res/bench_S.json \
   --variants auto:1,pallas:1:s1,reduce:1 2>&1 | grep -v Warn | summ | tee -a $LOG
@@ -37,9 +30,6 @@ import json; s = json.load(open('/tmp/study/arith_study/summary.json'))
 print(json.dumps({k: s[k] for k in ('pretrain_xs', 'sample_bank') if k in s}, indent=1)[:2500])" 2>&1 | tee -a $LOG
 echo "== greedy decoding of xs with each decode attention" | tee -a $LOG
 timeout 150 python3 experiments/gpu/decode_parity.py /tmp/study/arith_study --member xs 2>&1 | grep -v Warn | tee -a $LOG
-for f in $(find /tmp/trace -name perfetto_trace.json.gz); do
-  n=$(echo "$f" | sed 's#/tmp/trace/\([^/]*\)/.*#\1#')
-  echo "== $n"; python3 experiments/trace_summary.py "$f" --top 30
-done > "$OUT/traces.txt" 2>&1
+trace_summaries 30
 cp /tmp/study/arith_study/sample_bank/bank_xs.json $OUT/ 2>/dev/null; cp /tmp/res/study_log.txt $OUT/ 2>/dev/null
 tar czf "$OUT/results.tgz" -C /tmp res $(find /tmp/trace -name perfetto_trace.json.gz) 2>/dev/null

@@ -9,12 +9,7 @@
 # unfused weights, with and without cuBLAS, through a temporary switch (variant 'f0') that
 # was removed once fusing was the measured winner.
 # Logs go to $OUT (log.txt, traces.txt, bench_*.json).
-set -o pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/res
-export PYTHONUNBUFFERED=1 PYTHONPATH=. XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 TQDM_DISABLE=1
-{ nvidia-smi; python3 -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__, jax.devices())'; } > "$OUT/env.txt" 2>&1
-LOG=$OUT/log.txt
-summ() { python3 experiments/gpu/bench_lines.py; }
+source experiments/gpu/sampling_common.sh
 KERNEL=64:4:2,64:2:2,32:4:2,64:4:2:dot,64:2:2:dot,32:4:2:dot,128:4:2:dot,128:8:2:dot,64:4:3:dot
 if [ -z "$SKIP_KERNEL" ]; then
 echo "== kernel S" | tee -a $LOG
@@ -24,19 +19,8 @@ echo "== kernel M" | tee -a $LOG
 timeout 100 python3 -m ttc_jax.model.pallas_decode --batch 1024 --kv-heads 12 --seq 128 --live 33-128 \
   --layers 12 --configs $KERNEL 2>&1 | grep -v Warn | tee -a $LOG
 fi
-B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 3"
-S="--name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024"
-M="--name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072"
 V=auto:1,auto:1:xcublas,auto:1:k64x2x2,auto:1
-echo "== S/4096" | tee -a $LOG
-timeout 150 $B $S --batch 4096 --trace /tmp/trace --out /tmp/res/bench_S.json --variants $V \
-  2>&1 | grep -v Warn | summ | tee -a $LOG
-echo "== M/1024" | tee -a $LOG
-timeout 200 $B $M --batch 1024 --trace /tmp/trace --out /tmp/res/bench_M.json --variants $V \
-  2>&1 | grep -v Warn | summ | tee -a $LOG
-for f in $(find /tmp/trace -name perfetto_trace.json.gz | sort); do
-  n=$(echo "$f" | sed 's#/tmp/trace/\([^/]*\)/.*#\1#')
-  echo "== $n"; python3 experiments/trace_summary.py "$f" --top 16
-done > "$OUT/traces.txt" 2>&1
+bench_SM $V
+trace_summaries 16
 cp /tmp/res/*.json $OUT/ 2>/dev/null
 grep -h "device busy\|^==" $OUT/traces.txt | tail -30

@@ -13,11 +13,7 @@
 # reading 2 or 4 kv heads per program (a fourth setting); it was slower and was removed.
 # Since then the sampler always gives the Pallas kernel one window, so its `pallas:1:w8`
 # variant now runs with one window too.
-set -o pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/res
-export PYTHONUNBUFFERED=1 PYTHONPATH=. XLA_PYTHON_CLIENT_MEM_FRACTION=0.6 TQDM_DISABLE=1
-{ nvidia-smi; python3 -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__, jax.devices())'; } > "$OUT/env.txt" 2>&1
-LOG=$OUT/log.txt
+source experiments/gpu/sampling_common.sh
 KERNEL=${KERNEL:-64:4:2,32:4:2,128:4:2,64:2:2,64:8:2,64:4:1,64:4:3}
 pick() { grep '^ *pallas' "$1" | sort -g -k3 | head -1 | awk '{sub(/:$/, "", $2); gsub(/:/, "x", $2); print $2}'; }
 echo "== kernel S" | tee -a $LOG
@@ -28,10 +24,6 @@ timeout 120 python3 -m ttc_jax.model.pallas_decode --batch 1024 --kv-heads 12 --
   --layers 12 --configs $KERNEL 2>&1 | grep -v Warn | tee /tmp/res/kernel_M.txt | tee -a $LOG
 KS=$(pick /tmp/res/kernel_S.txt); KM=$(pick /tmp/res/kernel_M.txt)
 echo "best kernel settings: S k$KS, M k$KM" | tee -a $LOG
-B="python3 -m ttc_jax.sample.bench --vocab 128 --prompt-len 32 --new-tokens 96 --dtype bfloat16 --reps 3"
-S="--name S --d-model 256 --layers 4 --heads 4 --head-dim 64 --d-ff 1024"
-M="--name M --d-model 768 --layers 12 --heads 12 --head-dim 64 --d-ff 3072"
-summ() { python3 experiments/gpu/bench_lines.py; }
 echo "== e2e S/4096" | tee -a $LOG
 timeout 150 $B $S --batch 4096 --trace /tmp/trace --out /tmp/res/bench_S.json \
   --variants pallas:1,auto:1,pallas:1:w8,pallas:1:s2,pallas:1:s4,pallas:1:s4:k$KS 2>&1 | grep -v Warn | summ | tee -a $LOG
@@ -50,9 +42,6 @@ echo "== Qwen2.5-0.5B shape, prompt 64 + 256 new, batch 256" | tee -a $LOG
 timeout 150 python3 -m ttc_jax.sample.bench --name qwen2.5-0.5B-shape --family qwen2 --d-model 896 --layers 24 \
   --heads 14 --kv-heads 2 --head-dim 64 --d-ff 4864 --vocab 151936 --prompt-len 64 --new-tokens 256 \
   --dtype bfloat16 --reps 1 --batch 256 --out /tmp/res/bench_qwen.json --variants auto:1,pallas:1,pallas:1:s4 2>&1 | grep -v Warn | summ | tee -a $LOG
-for f in $(find /tmp/trace -name perfetto_trace.json.gz); do
-  n=$(echo "$f" | sed 's#/tmp/trace/\([^/]*\)/.*#\1#')
-  echo "== $n"; python3 experiments/trace_summary.py "$f" --top 30
-done > "$OUT/traces.txt" 2>&1
+trace_summaries 30
 tar czf "$OUT/results.tgz" -C /tmp res $(find /tmp/trace -name perfetto_trace.json.gz) 2>/dev/null
 grep -v '^ *pallas\|^backend\|^ *reference' $LOG | tail -60

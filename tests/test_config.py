@@ -41,6 +41,7 @@ def test_override_types_are_coerced():
     ({'family.decode_attention': 'fast'}, 'family.decode_attention'),
     ({'family.decode_kernel': '64:4'}, 'family.decode_kernel'),
     ({'family.decode_kernel': '48:4:2'}, 'family.decode_kernel'),
+    ({'family.decode_kernel': '64:4:2:mma'}, 'family.decode_kernel'),
 ])
 def test_bad_values_name_the_key(overrides, needle):
   with pytest.raises(ConfigError, match=needle.replace('.', r'\.').replace('(', r'\(')):

@@ -85,6 +85,12 @@ def test_fused_projections_keep_qkv_biases():
   _decode_matches_full_pass(params, cfg, fused, cfg, 2, 9, 4, seed=5)
 
 
+def test_decode_kernel_settings():
+  assert CFG.decode_kernel_settings() == (64, 4, 2, 'auto')
+  tuned = dataclasses.replace(CFG, decode_kernel='32:2:3:dot').validate()
+  assert tuned.decode_kernel_settings() == (32, 2, 3, 'dot')
+
+
 def test_auto_decode_attention_is_pallas_on_gpu_only(monkeypatch):
   from ttc_jax.model import transformer
   assert transformer.decode_attention_kind(CFG) in ('reduce', 'einsum')   # CPU

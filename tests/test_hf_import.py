@@ -100,8 +100,8 @@ def test_greedy_generation_matches_transformers(imported, family):
   # Two windows: the decode loop switches from the short window to the full one mid-way.
   sampler = Sampler(cfg, eos_id=-1, n_windows=2)
   state = sampler.start(params, prompt_P[None], np.asarray([len(prompt_P)]),
-                        np.zeros(2, np.uint32), cache_len=len(prompt_P) + _NEW_TOKENS, temperature=0.0,
-                        max_new_tokens=_NEW_TOKENS)
+                        np.zeros(2, np.uint32), cache_len=len(prompt_P) + _NEW_TOKENS,
+                        temperature=0.0, max_new_tokens=_NEW_TOKENS)
   state = sampler.generate(params, state)
   got = np.asarray(state.tokens_BxS[0, len(prompt_P):len(prompt_P) + _NEW_TOKENS])
   np.testing.assert_array_equal(got, ref['greedy_N'])

@@ -24,8 +24,8 @@ def tokenizer(tmp_path_factory):
   tok = tk.Tokenizer(tk.models.BPE())
   tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = tk.decoders.ByteLevel()
-  texts = [r['problem'] + r['solution'] for r in map(
-      json.loads, (math_tasks.default_data_dir() / 'math500_test.jsonl').read_text().splitlines()[:50])]
+  lines = (math_tasks.default_data_dir() / 'math500_test.jsonl').read_text().splitlines()
+  texts = [r['problem'] + r['solution'] for r in map(json.loads, lines[:50])]
   tok.train_from_iterator(texts, tk.trainers.BpeTrainer(
       vocab_size=600, special_tokens=['<s>', '</s>', '<pad>'], show_progress=False,
       initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet()))

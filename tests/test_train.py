@@ -52,7 +52,8 @@ def test_resume_equals_uninterrupted(tmp_path):
   params, meta = load_params(tmp_path / 'b')
   assert meta['step'] == 6 and meta['tokens_seen'] == 6 * 8 * 16
   assert meta['train_flops_6nd'] == 6 * CFG.param_counts()['non_embedding'] * 6 * 8 * 16
-  losses = [json.loads(l)['loss'] for l in (tmp_path / 'a' / 'metrics.jsonl').read_text().splitlines()]
+  metrics = (tmp_path / 'a' / 'metrics.jsonl').read_text().splitlines()
+  losses = [json.loads(l)['loss'] for l in metrics]
   assert losses[-1] < losses[0]
 
 
@@ -104,7 +105,8 @@ def test_packed_rows_equal_separate_examples():
   """Loss of packed rows equals the loss of the same examples one per row."""
   from ttc_jax.data.tokenizer import CharTokenizer
   tok = CharTokenizer()
-  prompts, sols = ['Q:1+2\n', 'Q:3*4-5\n', 'Q:9\n'], ['1+2=3\nA:3\n', '3*4=12\n12-5=7\nA:7\n', 'A:9\n']
+  prompts = ['Q:1+2\n', 'Q:3*4-5\n', 'Q:9\n']
+  sols = ['1+2=3\nA:3\n', '3*4=12\n12-5=7\nA:7\n', 'A:9\n']
   packed = P.encode_examples(prompts, sols, tok, 60, pack=True)
   single = P.encode_examples(prompts, sols, tok, 60, pack=False)
   assert len(packed['tokens']) == 1 and len(single['tokens']) == 3

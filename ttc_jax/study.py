@@ -36,7 +36,8 @@ class Stage:
 class Run:
   """A run directory plus the config that drives it."""
 
-  def __init__(self, cfg, plain_config: dict, stages: list[Stage], run_dir: str | Path | None = None):
+  def __init__(self, cfg, plain_config: dict, stages: list[Stage],
+               run_dir: str | Path | None = None):
     self.cfg = cfg
     self.plain_config = plain_config
     self.dir = Path(run_dir) if run_dir else Path(cfg.workdir) / cfg.name

@@ -66,7 +66,8 @@ def strategy_table(search: pd.DataFrame | None = None,
     frames.append(pd.DataFrame({'problem': r['problem_id'].astype(str),
                                 'budget': r['budget'].astype(int), 'family': 'revisions',
                                 'method': 'revisions',
-                                'strategy': r['ratio'].astype(str) + '/' + r['selection'].astype(str),
+                                'strategy': (r['ratio'].astype(str) + '/'
+                                             + r['selection'].astype(str)),
                                 'correct': r['correct'].astype(float)}))
   if not frames:
     return pd.DataFrame(columns=['problem', 'budget', 'family', 'method', 'strategy',

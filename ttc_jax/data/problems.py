@@ -54,8 +54,10 @@ class ProblemSet:
     for i, t in enumerate(toks):
       arr[i, :len(t)] = t
     return cls(np.asarray(ids, dtype=object).astype(str), arr,
-               np.asarray([len(t) for t in toks], np.int32), np.asarray(answers, dtype=object).astype(str),
-               np.asarray(questions if questions is not None else prompts, dtype=object).astype(str),
+               np.asarray([len(t) for t in toks], np.int32),
+               np.asarray(answers, dtype=object).astype(str),
+               np.asarray(questions if questions is not None else prompts,
+                          dtype=object).astype(str),
                {k: np.asarray(v) for k, v in (meta or {}).items()})
 
 

@@ -78,7 +78,8 @@ def evaluate(run: Path, summ: dict) -> list[dict]:
     else:
       out.append(_row(2, 'Beam search > best-of-N weighted at small budgets and on hard bins',
                       beam_s > bon_s and beam_h > bon_h,
-                      f'budgets {[int(b) for b in small]}: beam {_r(beam_s)} vs BoN {_r(bon_s)}; bins '
+                      f'budgets {[int(b) for b in small]}: beam {_r(beam_s)} vs BoN '
+                      f'{_r(bon_s)}; bins '
                       f'{n_bins - 1}-{n_bins}, all budgets: beam {_r(beam_h)} vs BoN {_r(bon_h)}'))
     bon_e, beam_e = mean_at(easy, 'best_of_n_weighted', large), mean_at(easy, 'beam', large)
     if None in (bon_e, beam_e):

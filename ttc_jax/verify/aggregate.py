@@ -62,8 +62,9 @@ def answer_ids(answers: Sequence[Sequence[str | None]], normalize=str.strip) -> 
   """Integer ids per problem: [P][N] strings (None or '' = unparseable) -> [P, N] int64.
 
   Within a problem, ids number distinct (normalised) answers in order of first occurrence,
-  from 0; unparseable answers (None, NaN, anything not a string, or '') get -1. Ids are only comparable within one problem. Rows may
-  have different lengths; short rows are padded with -1.
+  from 0; unparseable answers (None, NaN, anything not a string, or '') get -1. Ids are only
+  comparable within one problem. Rows may have different lengths; short rows are padded with
+  -1.
   """
   width = max((len(row) for row in answers), default=0)
   out = np.full((len(answers), width), NO_ANSWER, np.int64)

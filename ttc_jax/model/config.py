@@ -17,6 +17,25 @@ class ConfigError(ValueError):
   """A configuration value is invalid. The message names the key and how to fix it."""
 
 
+def parse_decode_kernel(spec: str, key: str = 'decode_kernel') -> tuple[int, int, int, str]:
+  """'block_s:num_warps:num_stages[:products]' -> (block_s, num_warps, num_stages, products);
+  '' gives the default (64, 4, 2, 'auto'). products: 'auto', 'dot' or 'reduce' (see
+  pallas_decode.decode_attention). Raises ConfigError naming `key`."""
+  if not spec:
+    return (64, 4, 2, 'auto')
+  parts = str(spec).split(':')
+  products = parts.pop() if len(parts) == 4 else 'auto'
+  if (len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts)
+      or products not in ('auto', 'dot', 'reduce')):
+    raise ConfigError(f"{key} must be 'block_s:num_warps:num_stages' (three positive "
+                      "integers), optionally followed by ':auto', ':dot' or ':reduce', got "
+                      f"{spec!r}.")
+  block, warps, stages = (int(p) for p in parts)
+  if block & (block - 1):
+    raise ConfigError(f'{key}={spec!r}: block_s must be a power of two.')
+  return block, warps, stages, products
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """A decoder-only transformer (Llama-style by default; Qwen2/Gemma switches below).
@@ -138,22 +157,8 @@ class ModelConfig:
 
   def decode_kernel_settings(self, key: str = 'model') -> tuple[int, int, int, str]:
     """(block_s, num_warps, num_stages, products) of the Pallas decode kernel, from
-    `decode_kernel` ('block_s:num_warps:num_stages[:products]'; products 'auto', 'dot' or
-    'reduce', see pallas_decode.decode_attention)."""
-    if not self.decode_kernel:
-      return (64, 4, 2, 'auto')
-    parts = str(self.decode_kernel).split(':')
-    products = parts.pop() if len(parts) == 4 else 'auto'
-    if (len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts)
-        or products not in ('auto', 'dot', 'reduce')):
-      raise ConfigError(f"{key}.decode_kernel must be 'block_s:num_warps:num_stages' "
-                        "(three positive integers), optionally followed by ':auto', ':dot' or "
-                        f"':reduce', got {self.decode_kernel!r}.")
-    block, warps, stages = (int(p) for p in parts)
-    if block & (block - 1):
-      raise ConfigError(f'{key}.decode_kernel={self.decode_kernel!r}: block_s must be a '
-                        'power of two.')
-    return block, warps, stages, products
+    `decode_kernel` (see `parse_decode_kernel`)."""
+    return parse_decode_kernel(self.decode_kernel, f'{key}.decode_kernel')
 
   @property
   def jnp_dtype(self):

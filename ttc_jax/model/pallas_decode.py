@@ -367,10 +367,9 @@ def _main():
   # A static layer, as in the sampler; one layer's cache is far larger than the L2 cache.
   opts = dict(window=s, scale=h ** -0.5, layer=a.layers - 1)
   fns = {'reference': jax.jit(functools.partial(reference_decode_attention, **opts))}
+  from ttc_jax.model.config import parse_decode_kernel
   for spec in a.configs.split(','):
-    parts = spec.split(':')
-    products = parts.pop() if len(parts) == 4 else 'auto'
-    blk, warps, stages = (int(x) for x in parts)
+    blk, warps, stages, products = parse_decode_kernel(spec, '--configs')
     fns[f'pallas {spec}'] = jax.jit(functools.partial(
         decode_attention, block_s=blk, n_splits=a.n_splits, num_warps=warps,
         num_stages=stages, products=products, **opts))

@@ -56,6 +56,16 @@ def cache_slots(cache: Cache) -> int:
   return cache['kv'].shape[CACHE_SLOT_AXIS]
 
 
+def cache_take_rows(cache: Cache, index_B) -> Cache:
+  """Row b of the result is row index_B[b] of `cache` (keep, drop or duplicate rows)."""
+  return jax.tree.map(lambda c: jnp.take(c, index_B, axis=CACHE_BATCH_AXIS), cache)
+
+
+def cache_repeat_rows(cache: Cache, n: int) -> Cache:
+  """Each row repeated n times in place (row p becomes rows p * n .. p * n + n - 1)."""
+  return jax.tree.map(lambda c: jnp.repeat(c, n, axis=CACHE_BATCH_AXIS), cache)
+
+
 def rope_frequencies(head_dim: int, theta: float, scaling=None) -> np.ndarray:
   """[head_dim / 2] float32 inverse frequencies (radians per position).
 

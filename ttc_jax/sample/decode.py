@@ -162,11 +162,9 @@ def _start(params, prompts_PxL, lengths_P, temperature_B, top_p_B, max_new_B,
                                         config=config)
   b = p * n_samples
   full = transformer.init_cache(config, b, cache_len)
-  axis = transformer.CACHE_BATCH_AXIS
   cache = jax.tree.map(
-      lambda f, c: jax.lax.dynamic_update_slice_in_dim(f, jnp.repeat(c, n_samples, axis=axis),
-                                                       0, transformer.CACHE_SLOT_AXIS),
-      full, cache)
+      lambda f, c: jax.lax.dynamic_update_slice_in_dim(f, c, 0, transformer.CACHE_SLOT_AXIS),
+      full, transformer.cache_repeat_rows(cache, n_samples))
   tokens_BxS = jnp.zeros((b, cache_len), jnp.int32).at[:, :lb].set(
       jnp.repeat(prompts_PxL, n_samples, axis=0))
   lengths_B = jnp.repeat(lengths_P, n_samples).astype(jnp.int32)
@@ -288,9 +286,8 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
 def _reorder(state: DecodeState, index_B) -> DecodeState:
   def take(x):
     return x if len(x.shape) == 0 else jnp.take(x, index_B, axis=0)
-  cache = jax.tree.map(lambda c: jnp.take(c, index_B, axis=transformer.CACHE_BATCH_AXIS),
-                       state.cache)
-  return jax.tree.map(take, state.replace(cache={})).replace(cache=cache)
+  return jax.tree.map(take, state.replace(cache={})).replace(
+      cache=transformer.cache_take_rows(state.cache, index_B))
 
 
 _reorder_jit = jax.jit(_reorder, donate_argnums=(0,))

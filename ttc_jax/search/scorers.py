@@ -102,17 +102,8 @@ class OracleScorer:
 
 
 # ---- the trained PRM ----------------------------------------------------------------------------
-def _repeat_rows(cache, n: int):
-  return jax.tree.map(lambda x: jnp.repeat(x, n, axis=transformer.CACHE_BATCH_AXIS), cache)
-
-
-def _gather_cache(cache, index_B):
-  return jax.tree.map(lambda x: jnp.take(x, index_B, axis=transformer.CACHE_BATCH_AXIS),
-                      cache)
-
-
-_repeat_rows_jit = jax.jit(_repeat_rows, static_argnums=(1,))
-_gather_cache_jit = jax.jit(_gather_cache, donate_argnums=(0,))
+_repeat_rows_jit = jax.jit(transformer.cache_repeat_rows, static_argnums=(1,))
+_gather_cache_jit = jax.jit(transformer.cache_take_rows, donate_argnums=(0,))
 _copy_jit = jax.jit(lambda c: jax.tree.map(jnp.copy, c))
 
 

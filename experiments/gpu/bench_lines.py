@@ -18,7 +18,9 @@ def main():
         print(line.rstrip())
       continue
     r = json.loads(line)
-    if 'variant' in r:
+    if 'error' in r:
+      print(f"{r['batch']:>5} {r.get('variant', '')} failed: {r['error'][:300]}")
+    elif 'variant' in r:
       print(f"{r['batch']:>5} {r['variant']:<24} {r.get('decode_attention_used', ''):<7} "
             f"s{r.get('steps_per_loop', '')} {r['decode_tokens_per_s'] / 1e6:7.3f}M tok/s  "
             f"{r['decode_step_ms']:.3f} ms/step  roof {r['fraction_of_roofline']:.3f}  "

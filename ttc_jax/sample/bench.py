@@ -84,6 +84,13 @@ XLA_PRESETS = {
     'cublas': {'xla_gpu_enable_triton_gemm': False},
     # the autotuner tries every Triton GEMM tiling, not a short list
     'exh': {'xla_gpu_exhaustive_tiling_search': True},
+    # Hopper: Triton GEMMs may load tiles with the tensor memory accelerator (TMA; an option
+    # of some jaxlib versions only, e.g. not 0.12)
+    'tma': {'xla_gpu_experimental_enable_triton_tma': True},
+    # Hopper: Triton GEMMs with warps specialised into producers and consumers
+    'ws': {'xla_gpu_experimental_enable_triton_warp_specialization': True},
+    # Triton GEMM fusions for every matmul XLA can fuse (none left to cuBLAS)
+    'gany': {'xla_gpu_triton_gemm_any': True},
 }
 
 
@@ -249,10 +256,16 @@ def main(argv=None) -> dict:
                                  decode_kernel=var['decode_kernel']).validate()
       trace = (os.path.join(args.trace, f'{args.name}_{batch}' + (f'_v{i}' if i else ''))
                if args.trace else None)
-      run = {'batch': batch, 'variant': spec, **var,
-             **bench_jax(vcfg, batch, args.prompt_len, args.new_tokens, args.reps,
-                         var['n_windows'] or args.n_windows, trace,
-                         var['steps_per_loop'], var['xla_options'])}
+      try:
+        timed = bench_jax(vcfg, batch, args.prompt_len, args.new_tokens, args.reps,
+                          var['n_windows'] or args.n_windows, trace, var['steps_per_loop'],
+                          var['xla_options'])
+      except Exception as e:  # e.g. XLA options this jaxlib rejects: record, time the rest
+        run = {'batch': batch, 'variant': spec, 'error': f'{type(e).__name__}: {e}'[:500]}
+        result['runs'].append(run)
+        print(json.dumps(run), flush=True)
+        continue
+      run = {'batch': batch, 'variant': spec, **var, **timed}
       run.update(roof)
       run['roofline_tokens_per_s'] = batch * args.new_tokens / roof['roofline_s']
       run['fraction_of_roofline'] = roof['roofline_s'] / run['decode_s']

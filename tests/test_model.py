@@ -61,7 +61,7 @@ def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   from ttc_jax.model.transformer import apply_decode, split_layers
   cfg = dataclasses.replace(CFG, decode_attention=attn, decode_unroll=unroll)
   # split='fused': per-layer weights with q/k/v and gate/up concatenated (the sampler's).
-  fast_params = split_layers(params, fuse=split == 'fused') if split else params
+  fast_params = split_layers(params, fuse=split == 'fused', config=CFG) if split else params
   b, t = 3, 14
   toks, cache = _decode_matches_full_pass(params, CFG, fast_params, cfg, b, t, 5, seed=1)
   frozen = jnp.array([True, False, True])
@@ -80,9 +80,29 @@ def test_fused_projections_keep_qkv_biases():
   # Biases start at zero: perturb every weight so they count.
   params['layers'] = jax.tree.map(
       lambda x: x + 0.1 * jax.random.normal(jax.random.key(4), x.shape), params['layers'])
-  fused = split_layers(params, fuse=True)
-  assert set(fused['layers'][0]['qkv']) == {'kernel', 'bias'}
+  fused = split_layers(params, fuse=True, config=cfg)
+  assert set(fused['layers'][0]['qkv']) == {'kernel'}
+  assert fused['layers'][0]['qkv_bias'].shape == (cfg.n_heads + 2 * cfg.n_kv_heads, 8)
   _decode_matches_full_pass(params, cfg, fused, cfg, 2, 9, 4, seed=5)
+
+
+@pytest.mark.parametrize('norm_offset', [0.0, 1.0])
+def test_fused_layers_fold_norm_gains(norm_offset):
+  """split_layers(fuse=True) folds each pre-norm's gain (plus norm_offset, Gemma's 1 + w) into
+  the projection it feeds and the fused decode path applies the norm as a row scale: with
+  gains far from 1 it still equals the full pass, and no norm parameters are left."""
+  from ttc_jax.model.transformer import split_layers
+  cfg = dataclasses.replace(CFG, norm_offset=norm_offset, decode_attention='reduce')
+  params = init_params(cfg, jax.random.key(6))
+  params['layers'] = {
+      name: ({'scale': 0.5 + jax.random.uniform(jax.random.key(i), sub['scale'].shape)}
+             if name.endswith('norm') else sub)
+      for i, (name, sub) in enumerate(params['layers'].items())}
+  fused = split_layers(params, fuse=True, config=cfg)
+  assert not [k for k in fused['layers'][0] if k.endswith('norm')]
+  _decode_matches_full_pass(params, cfg, fused, cfg, 2, 9, 4, seed=7)
+  with pytest.raises(ValueError, match='config'):
+    split_layers(params, fuse=True)
 
 
 def test_decode_kernel_settings():

@@ -28,7 +28,7 @@ def check(cfg: ModelConfig, attn: str, batch: int = 64, prompt: int = 9, total: 
   _, cache = apply(params, toks[:, :prompt], pos(prompt), cache, config=cfg)
   fast = dataclasses.replace(cfg, decode_attention=attn)
   step = jax.jit(lambda p, t, i, c: apply_decode(p, t, i, c, config=fast))
-  fused = split_layers(params, fuse=True)
+  fused = split_layers(params, fuse=True, config=cfg)
   outs = []
   for i in range(prompt, total):
     logits, cache = step(fused, toks[:, i:i + 1], jnp.full((batch, 1), i), cache)

@@ -105,29 +105,6 @@ def test_fused_layers_fold_norm_gains(norm_offset):
     split_layers(params, fuse=True)
 
 
-def test_fused_pallas_decode_writes_the_cache_in_the_kernel(params, monkeypatch):
-  """With fused weights and the Pallas attention, each layer of a decode step goes through
-  decode_attention_append (the kernel scales, rotates and writes the step's key and value);
-  with q/k/v biases the layer keeps XLA's scaling and scatter. Both equal the full pass."""
-  from ttc_jax.model import pallas_decode
-  from ttc_jax.model.transformer import split_layers
-  calls = []
-  real = pallas_decode.decode_attention_append
-  monkeypatch.setattr(pallas_decode, 'decode_attention_append',
-                      lambda *a, **k: calls.append(a[6]) or real(*a, **k))
-  cfg = dataclasses.replace(CFG, decode_attention='pallas')
-  _decode_matches_full_pass(params, CFG, split_layers(params, fuse=True, config=CFG), cfg,
-                            2, 8, 5, seed=8)
-  assert calls == [0, 1] * 3   # both layers, each of the 3 decoded steps
-  calls.clear()
-  biased = dataclasses.replace(cfg, qkv_bias=True, tie_embeddings=True)
-  biased_params = init_params(biased, jax.random.key(9))
-  _decode_matches_full_pass(biased_params, biased,
-                            split_layers(biased_params, fuse=True, config=biased), biased,
-                            2, 8, 5, seed=8)
-  assert calls == []
-
-
 def test_decode_kernel_settings():
   assert CFG.decode_kernel_settings() == (64, 4, 2, 'auto')
   tuned = dataclasses.replace(CFG, decode_kernel='32:2:3:dot').validate()

@@ -1,14 +1,12 @@
 """Pallas split-K decode attention (interpret mode on CPU): equality with a per-row reference,
-dead cache slots never affecting the output, split counts, traced layers, argument errors; the
-appending variant (the step's own key and value scaled, rotated and written by the kernel)."""
+dead cache slots never affecting the output, split counts, traced layers, argument errors."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ttc_jax.model.pallas_decode import (auto_splits, decode_attention,
-                                         decode_attention_append)
+from ttc_jax.model.pallas_decode import auto_splits, decode_attention
 
 B, K, S, H, L = 4, 2, 64, 16, 2
 BLOCK = 16
@@ -139,78 +137,12 @@ def test_traced_layer_under_jit_and_scan():
     check(outs[layer], q, reference(q, k, v, layer, LENGTHS))
 
 
-def _append_inputs(groups, dtype, seed):
-  """Raw projections [B, K * (G + 2), H], per-row sums of squares and RoPE angles, and the
-  expected (scaled, rotated) new keys and values."""
-  from ttc_jax.model.transformer import rope, rope_frequencies
-  rng = np.random.default_rng(seed)
-  qkv = jnp.asarray(rng.standard_normal((B, K * (groups + 2), H), np.float32).astype(dtype))
-  ss = jnp.asarray(rng.uniform(5.0, 50.0, B).astype(np.float32))
-  pos = jnp.asarray(LENGTHS - 1)
-  ang = pos[:, None].astype(jnp.float32) * rope_frequencies(H, 10_000.0)
-  r = np.asarray(jax.lax.rsqrt(ss / D_MODEL + 1e-6))
-  q = rope(qkv[:, None, :K * groups], pos[:, None], 10_000.0)[:, 0].reshape(B, K, groups, H)
-  raw_k = jnp.asarray(qkv[:, K * groups:K * (groups + 1)], jnp.float32) * r[:, None, None]
-  k_new = rope(raw_k[:, None], pos[:, None], 10_000.0)[:, 0]
-  v_new = jnp.asarray(qkv[:, K * (groups + 1):], jnp.float32) * r[:, None, None]
-  return qkv, ss, jnp.cos(ang), jnp.sin(ang), q, r, k_new, v_new
-
-
-D_MODEL = 24
-
-
-@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize('groups', [1, 4])
-@pytest.mark.parametrize('n_splits', [1, 3])
-def test_append_writes_the_step_and_attends_to_it(dtype, groups, n_splits):
-  """decode_attention_append equals: write rope(r k) and r v at slot length - 1 of the rows
-  that write, then decode_attention with queries r q over the cache with those slots; rows
-  that do not write keep their cache; every other slot is untouched."""
-  _, k, v = make_inputs(groups, dtype, seed=3)
-  qkv, ss, cos, sin, q, r, k_new, v_new = _append_inputs(groups, dtype, seed=4)
-  cache = jnp.stack([k, v], axis=2)
-  write = np.array([True, True, False, True])
-  layer = 1
-  out, got = decode_attention_append(
-      q, qkv, ss, cos, sin, cache, layer, jnp.asarray(LENGTHS), jnp.asarray(write),
-      d_model=D_MODEL, norm_eps=1e-6, window=S, scale=SCALE, block_s=BLOCK,
-      n_splits=n_splits)
-  want = np.array(cache)
-  full = np.array(cache, np.float32)   # every row's new slot, unrounded (as the kernel uses)
-  for b, n in enumerate(LENGTHS):
-    full[layer, b, 0, :, n - 1], full[layer, b, 1, :, n - 1] = k_new[b], v_new[b]
-    if write[b]:
-      want[layer, b, 0, :, n - 1] = np.asarray(k_new[b].astype(dtype))
-      want[layer, b, 1, :, n - 1] = np.asarray(v_new[b].astype(dtype))
-  written = np.zeros(want.shape, bool)
-  for b, n in enumerate(LENGTHS):
-    written[layer, b, :, :, n - 1] = write[b]
-  got = np.asarray(got)
-  np.testing.assert_array_equal(got[~written], want[~written])   # all else untouched
-  np.testing.assert_allclose(got[written].astype(np.float32),
-                             want[written].astype(np.float32), **TOL[dtype])
-  q_scaled = np.asarray(q, np.float32) * r[:, None, None, None]
-  check(out, q, reference(q_scaled, full[:, :, 0], full[:, :, 1], layer, LENGTHS))
-
-
-def test_append_rejects_a_traced_layer_and_bad_shapes():
-  qkv, ss, cos, sin, q, *_ = _append_inputs(1, jnp.float32, seed=5)
-  _, k, v = make_inputs(1, jnp.float32)
-  cache, lengths, write = jnp.stack([k, v], axis=2), jnp.asarray(LENGTHS), jnp.ones(B, bool)
-  opts = dict(d_model=D_MODEL, norm_eps=1e-6, window=S, scale=SCALE, block_s=BLOCK)
-  with pytest.raises(ValueError, match='Python int layer'):
-    decode_attention_append(q, qkv, ss, cos, sin, cache, jnp.int32(1), lengths, write, **opts)
-  with pytest.raises(ValueError, match='cos_BxH2'):
-    decode_attention_append(q, qkv, ss, cos[:, :2], sin, cache, 1, lengths, write, **opts)
-
-
 @pytest.mark.parametrize('groups,dtype,products', [
     (1, jnp.bfloat16, 'auto'), (4, jnp.bfloat16, 'auto'), (1, jnp.float32, 'auto'),
     (1, jnp.bfloat16, 'dot'), (4, jnp.bfloat16, 'reduce')])
 def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, products):
-  """The kernel, plain and appending, lowers through Pallas' Triton backend for a CUDA target
-  (jax.export, no GPU needed): the interpreter used by the other tests does not catch Triton
-  lowering errors."""
+  """The kernel lowers through Pallas' Triton backend for a CUDA target (jax.export, no GPU
+  needed): the interpreter used by the other tests does not catch Triton lowering errors."""
   from jax._src.pallas.triton import gpu_info
   monkeypatch.setattr(gpu_info, 'get_gpu_info', lambda: gpu_info.GpuInfo(
       gpu_version=None, arch_name='9.0', compute_capability=90))   # an H100 / H200
@@ -225,22 +157,11 @@ def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, products):
       fn = lambda q, kvc, ln, *lay: decode_attention(
           q, kvc, lay[0] if lay else 1, ln, n_splits=n_splits, **opts)
       args = (q, kv, lengths)
-      _export_for_cuda(fn, *args, *((layer,) if traced else ()))
-    append = lambda q, qkv, ss, c, s_, kvc, ln, w: decode_attention_append(
-        q, qkv, ss, c, s_, kvc, 1, ln, w, d_model=256, norm_eps=1e-6, n_splits=n_splits,
-        **opts)
-    _export_for_cuda(append, q, spec((b, k * (groups + 2), h), dtype),
-                     spec((b,), jnp.float32), spec((b, h // 2), jnp.float32),
-                     spec((b, h // 2), jnp.float32), kv, lengths, spec((b,), bool))
-
-
-def _export_for_cuda(fn, *args):
-  """Lower fn for CUDA through jax.export (Pallas' Triton lowering runs; no GPU needed)."""
-  try:
-    jax.export.export(jax.jit(fn), platforms=['cuda'])(*args)
-  except ValueError as e:   # lowered: only export's check of custom-call targets objects
-    if 'custom call safety check' not in str(e):
-      raise
+      try:
+        jax.export.export(jax.jit(fn), platforms=['cuda'])(*args, *((layer,) if traced else ()))
+      except ValueError as e:   # lowered: only export's check of custom-call targets objects
+        if 'custom call safety check' not in str(e):
+          raise
 
 
 def test_auto_splits():

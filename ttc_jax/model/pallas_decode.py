@@ -61,7 +61,7 @@ def _split_hi_lo(x, dtype):
 
 
 def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
-            dynamic_layer: bool, use_dot: bool, normalize: bool, append: tuple | None = None):
+            dynamic_layer: bool, use_dot: bool, normalize: bool):
   """One (row b, kv head k, split s) program; see the module docstring.
 
   Inputs: q [G, H]; k, v [S, H] ([L, S, H] for a dynamic layer); length []; layer [1]
@@ -73,54 +73,18 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
   accumulation; float32 operands (q, probabilities) are split into hi + lo 16-bit parts so
   the result keeps float32-level accuracy.
   """
+  q_ref, k_ref, v_ref, len_ref = refs[:4]
+  layer = refs[4][0] if dynamic_layer else None
+  out_refs = refs[5 if dynamic_layer else 4:]
+  at = (lambda sl: (layer, sl, slice(None))) if dynamic_layer else (
+      lambda sl: (sl, slice(None)))
   split = pl.program_id(2)
-  head_dim = refs[0].shape[-1]
-  if append is not None:
-    # The step's own key and value come in raw (before RoPE and the pre-norm's row scale r);
-    # the kernel scales and rotates them, writes them to slot length - 1 of the cache
-    # (aliased to the last output) and starts the online softmax with them, then reads the
-    # cache's slots [0, length - 1). The queries arrive rotated but unscaled: r multiplies
-    # the logit scale.
-    (q_ref, knew_ref, vnew_ref, ss_ref, cos_ref, sin_ref, kv_ref, len_ref,
-     write_ref) = refs[:9]
-    out_refs, kv_out_ref = refs[9:-1], refs[-1]
-    inv_d, eps = append
-    r = lax.rsqrt(ss_ref[()] * inv_d + eps)
-    scale = scale * r
-    length = len_ref[()] - 1      # slots already in the cache
-    half = pl.ds(0, head_dim // 2), pl.ds(head_dim // 2, head_dim // 2)
-    cos, sin = cos_ref[...], sin_ref[...]
-    k1, k2 = (knew_ref[h].astype(jnp.float32) * r for h in half)
-    k_new = (k1 * cos - k2 * sin, k2 * cos + k1 * sin)   # the halves of the rotated key
-    v_new = vnew_ref[...].astype(jnp.float32) * r
-    first = split == 0            # the one split that owns the new slot
-    mask = (write_ref[()] != 0) & first
-    keys_at, values_at = jnp.int32(0), jnp.int32(1)   # arrays: the interpreter needs them
-    for h, k_h in zip(half, k_new):
-      plgpu.store(kv_out_ref.at[keys_at, length, h], k_h.astype(kv_out_ref.dtype),
-                  mask=jnp.full(k_h.shape, mask))
-    plgpu.store(kv_out_ref.at[values_at, length, :], v_new.astype(kv_out_ref.dtype),
-                mask=jnp.full(v_new.shape, mask))
-    # One indexer per load (Triton lowering takes no chained ref views).
-    key_rows = lambda sl: kv_ref.at[keys_at, sl, :]
-    value_rows = lambda sl: kv_ref.at[values_at, sl, :]
-
-    def new_logit(g):
-      return sum(jnp.sum(q_ref[g, h].astype(jnp.float32) * k_h)
-                 for h, k_h in zip(half, k_new)) * scale
-  else:
-    q_ref, k_ref, v_ref, len_ref = refs[:4]
-    out_refs = refs[5 if dynamic_layer else 4:]
-    length = len_ref[()]
-    layer = refs[4][0] if dynamic_layer else None
-    at = (lambda sl: (layer, sl, slice(None))) if dynamic_layer else (
-        lambda sl: (sl, slice(None)))
-    key_rows = lambda sl: k_ref.at[at(sl)]
-    value_rows = lambda sl: v_ref.at[at(sl)]
+  length = len_ref[()]
   live_blocks = lax.div(length + (block_s - 1), block_s)
   # Blocks split, split + n, ... below live_blocks; live_blocks >= 1 > split - n keeps the
   # numerator non-negative, so truncating division is floor division.
   n_iter = lax.div(live_blocks - split + (n_splits - 1), n_splits)
+  head_dim = q_ref.shape[-1]
   queries = [q_ref[g, :].astype(jnp.float32) for g in range(n_groups)]
   offsets = jnp.arange(block_s, dtype=jnp.int32)
 
@@ -130,8 +94,8 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
     rows = pl.ds(start, block_s)
     # Masked loads: dead slots of the partial block are not fetched; zero them explicitly
     # since a masked-off lane's value is unspecified.
-    keys = plgpu.load(key_rows(rows), mask=live_S[:, None])
-    values = plgpu.load(value_rows(rows), mask=live_S[:, None])
+    keys = plgpu.load(k_ref.at[at(rows)], mask=live_S[:, None])
+    values = plgpu.load(v_ref.at[at(rows)], mask=live_S[:, None])
     keys = jnp.where(live_S[:, None], keys, jnp.zeros_like(keys))
     values = jnp.where(live_S[:, None], values, jnp.zeros_like(values))
     return live_S, keys, values
@@ -160,7 +124,7 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
     q_PxH = jnp.zeros((16, head_dim), jnp.float32)
     for g, q_H in enumerate(queries):
       q_PxH = jnp.where(rows_P[:, None] == g, q_H[None, :], q_PxH)
-    cache_dtype = refs[6 if append is not None else 1].dtype
+    cache_dtype = k_ref.dtype
     q_hi, q_lo = _split_hi_lo(q_PxH, cache_dtype)
     q_exact = jnp.dtype(q_ref.dtype) == jnp.dtype(cache_dtype)
     dims = dict(preferred_element_type=jnp.float32)
@@ -182,13 +146,6 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
 
     init = (jnp.full((16,), -jnp.inf, jnp.float32), jnp.zeros((16,), jnp.float32),
             jnp.zeros((16, head_dim), jnp.float32))
-    if append is not None:   # split 0 starts from the new slot: m = its logit, l = 1, acc = v
-      m_P = init[0]
-      for g in range(n_groups):
-        m_P = jnp.where(rows_P == g, new_logit(g), m_P)
-      owns_P = first & (rows_P < n_groups)
-      init = (jnp.where(owns_P, m_P, -jnp.inf), jnp.where(owns_P, 1.0, 0.0),
-              jnp.where(owns_P[:, None], v_new[None, :], 0.0))
     m_P, l_P, acc_PxH = lax.fori_loop(0, n_iter, body, init)
     for g in range(n_groups):
       is_g = rows_P == g
@@ -205,13 +162,8 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
                       live_S, pv)
         for q_H, (m, l, acc_H) in zip(queries, carry))
 
-  if append is not None:   # split 0 starts from the new slot: m = its logit, l = 1, acc = v
-    one = lax.select(first, jnp.float32(1), jnp.float32(0))
-    init = tuple((jnp.where(first, new_logit(g), -jnp.inf), one, v_new * one)
-                 for g in range(n_groups))
-  else:
-    init = tuple((jnp.float32(-jnp.inf), jnp.float32(0.0),
-                  jnp.zeros((head_dim,), jnp.float32)) for _ in queries)
+  init = tuple((jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32))
+               for _ in queries)
   for g, (m, l, acc_H) in enumerate(lax.fori_loop(0, n_iter, body, init)):
     store(g, m, l, acc_H)
 
@@ -254,122 +206,6 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
     ValueError: for mismatched shapes or bad window / block_s / n_splits / layer /
       num_warps / num_stages.
   """
-  dynamic_layer, use_dot, splits, interpret = _settings(
-      q_BxKxGxH, kv_LxBx2xKxSxH, layer, lengths_B, window, block_s, n_splits, num_warps,
-      num_stages, products, interpret)
-  return _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B,
-                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None,
-                 static_layer=None if dynamic_layer else int(layer), window=window,
-                 scale=float(scale), block_s=block_s, splits=splits, use_dot=use_dot,
-                 num_warps=num_warps, num_stages=num_stages, interpret=interpret)
-
-
-def decode_attention_append(q_BxKxGxH: jax.Array, qkv_BxNxH: jax.Array, ss_B: jax.Array,
-                            cos_BxH2: jax.Array, sin_BxH2: jax.Array, kv_LxBx2xKxSxH: jax.Array,
-                            layer: int, lengths_B: jax.Array, write_B: jax.Array, *,
-                            d_model: int, norm_eps: float, window: int, scale: float,
-                            block_s: int = 64, n_splits: int = 0, num_warps: int = 4,
-                            num_stages: int = 2, products: str = 'auto',
-                            interpret: bool | None = None) -> tuple[jax.Array, jax.Array]:
-  """`decode_attention` for a decode step that also writes the step's key and value.
-
-  The layer's pre-norm is a row scale r = rsqrt(ss / d_model + norm_eps) (its gain folded into
-  the qkv weights), and this kernel applies it, the keys' RoPE and the cache write itself, so
-  XLA writes neither a scaled copy of the projections nor the cache (a scatter per layer).
-  Per row b (position p = lengths_B[b] - 1) and kv head k:
-    k_new = rope(r * qkv[b, N_q + k]), v_new = r * qkv[b, N_q + K + k] (N_q query heads),
-    written to cache[layer, b, :, k, p] where write_B[b];
-    out[b, k, g] = softmax(r * scale * q[b, k, g] . [keys[:p], k_new]) @ [values[:p], v_new]
-  with keys/values = cache[layer, b, 0/1, k], i.e. `decode_attention` over the updated cache
-  with queries r * q (float32 math; k_new and v_new enter unrounded).
-
-  Args:
-    q_BxKxGxH: the queries with RoPE applied, not yet scaled by r.
-    qkv_BxNxH: the step's raw projections, N = K * G query heads, then K keys, K values.
-    ss_B: float32 sum over the model dimension of x^2 (the pre-norm's input).
-    cos_BxH2, sin_BxH2: float32 cos and sin of the RoPE angles at each row's position.
-    kv_LxBx2xKxSxH: the cache; the result's cache is it with the new slots written (aliased:
-      inside a jit whose cache is donated, written in place).
-    layer: a Python int.
-    lengths_B: the step's position + 1 (slots after the write); 1 <= lengths_B <= window.
-    write_B: bool [B]: rows whose new slot is written (others' outputs are meaningless).
-    d_model, norm_eps: the norm's mean denominator and epsilon.
-    Others: as for `decode_attention`.
-
-  Returns:
-    ([B, K, G, H] attention output in q's dtype, the updated cache).
-
-  Raises:
-    ValueError: as `decode_attention`, or for a traced layer or mismatched shapes.
-  """
-  if not isinstance(layer, (int, np.integer)):
-    raise ValueError(f'decode_attention_append needs a Python int layer, got {layer!r}')
-  _, use_dot, splits, interpret = _settings(
-      q_BxKxGxH, kv_LxBx2xKxSxH, layer, lengths_B, window, block_s, n_splits, num_warps,
-      num_stages, products, interpret)
-  batch, kv_heads, n_groups, head_dim = q_BxKxGxH.shape
-  want = {'qkv_BxNxH': (qkv_BxNxH, (batch, kv_heads * (n_groups + 2), head_dim)),
-          'ss_B': (ss_B, (batch,)), 'write_B': (write_B, (batch,)),
-          'cos_BxH2': (cos_BxH2, (batch, head_dim // 2)),
-          'sin_BxH2': (sin_BxH2, (batch, head_dim // 2))}
-  for name, (x, shape) in want.items():
-    if jnp.shape(x) != shape:
-      raise ValueError(f'{name} must have shape {shape}, got {jnp.shape(x)}')
-  return _decode_append(q_BxKxGxH, qkv_BxNxH, ss_B.astype(jnp.float32),
-                        cos_BxH2.astype(jnp.float32), sin_BxH2.astype(jnp.float32),
-                        kv_LxBx2xKxSxH, lengths_B, write_B, layer=int(layer), window=window,
-                        scale=float(scale), inv_d=1.0 / d_model, eps=float(norm_eps),
-                        block_s=block_s, splits=splits, use_dot=use_dot, num_warps=num_warps,
-                        num_stages=num_stages, interpret=interpret)
-
-
-@functools.partial(jax.jit, static_argnames=('layer', 'window', 'scale', 'inv_d', 'eps',
-                                             'block_s', 'splits', 'use_dot', 'num_warps',
-                                             'num_stages', 'interpret'))
-def _decode_append(q_BxKxGxH, qkv_BxNxH, ss_B, cos_BxH2, sin_BxH2, kv_LxBx2xKxSxH, lengths_B,
-                   write_B, *, layer, window, scale, inv_d, eps, block_s, splits, use_dot,
-                   num_warps, num_stages, interpret):
-  """decode_attention_append's pallas_call (the cache in once, aliased to the last output)
-  and split merge."""
-  _, batch, _, kv_heads, slots, head_dim = kv_LxBx2xKxSxH.shape
-  n_groups = q_BxKxGxH.shape[2]
-  n_q = kv_heads * n_groups
-  lengths_B = jnp.minimum(lengths_B.astype(jnp.int32), window)
-  row = lambda *shape: pl.BlockSpec((None, *shape), lambda k, b, s: (b,) + (0,) * len(shape))
-  head = lambda first: pl.BlockSpec((None, None, head_dim),
-                                    lambda k, b, s: (b, first + k, 0))
-  kv_spec = pl.BlockSpec((None, None, 2, None, slots, head_dim),
-                         lambda k, b, s: (layer, b, 0, k, 0, 0))
-  in_specs = [pl.BlockSpec((None, None, n_groups, head_dim), lambda k, b, s: (b, k, 0, 0)),
-              head(n_q), head(n_q + kv_heads), row(), row(head_dim // 2),
-              row(head_dim // 2), kv_spec, row(), row()]
-  operands = [q_BxKxGxH, qkv_BxNxH, qkv_BxNxH, ss_B, cos_BxH2, sin_BxH2, kv_LxBx2xKxSxH,
-              lengths_B, write_B.astype(jnp.int32)]
-  normalize = splits == 1
-  out_specs, out_shape = _out_specs(batch, kv_heads, splits, n_groups, head_dim,
-                                    q_BxKxGxH.dtype)
-  kernel = functools.partial(_kernel, n_groups=n_groups, n_splits=splits, block_s=block_s,
-                             scale=scale, dynamic_layer=False, use_dot=use_dot,
-                             normalize=normalize, append=(inv_d, eps))
-  outs = pl.pallas_call(
-      kernel,
-      grid=(kv_heads, batch, splits),
-      in_specs=in_specs,
-      out_specs=out_specs + [kv_spec],
-      out_shape=out_shape + [jax.ShapeDtypeStruct(kv_LxBx2xKxSxH.shape,
-                                                  kv_LxBx2xKxSxH.dtype)],
-      input_output_aliases={6: len(out_shape)},
-      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-      interpret=interpret,
-      name='decode_attention_append',
-  )(*operands)
-  return _merge_splits(outs[:-1], normalize, q_BxKxGxH.dtype), outs[-1]
-
-
-def _settings(q_BxKxGxH, kv_LxBx2xKxSxH, layer, lengths_B, window, block_s, n_splits,
-              num_warps, num_stages, products, interpret):
-  """decode_attention's argument checks; returns (dynamic_layer, use_dot, splits,
-  interpret)."""
   if q_BxKxGxH.ndim != 4:
     raise ValueError(f'q_BxKxGxH must be [B, K, G, H], got shape {q_BxKxGxH.shape}')
   if kv_LxBx2xKxSxH.ndim != 6 or kv_LxBx2xKxSxH.shape[2] != 2:
@@ -415,7 +251,12 @@ def _settings(q_BxKxGxH, kv_LxBx2xKxSxH, layer, lengths_B, window, block_s, n_sp
   splits = auto_splits(batch, kv_heads, window, block_s) if n_splits == 0 else n_splits
   if interpret is None:
     interpret = jax.default_backend() != 'gpu'
-  return dynamic_layer, use_dot, min(splits, window // block_s), bool(interpret)
+  return _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B,
+                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None,
+                 static_layer=None if dynamic_layer else int(layer), window=window,
+                 scale=float(scale), block_s=block_s, splits=min(splits, window // block_s),
+                 use_dot=use_dot, num_warps=num_warps, num_stages=num_stages,
+                 interpret=bool(interpret))
 
 
 @functools.partial(jax.jit, static_argnames=('static_layer', 'window', 'scale', 'block_s',
@@ -446,8 +287,21 @@ def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, *,
     operands = [q_BxKxGxH, kv_LxBx2xKxSxH, kv_LxBx2xKxSxH, lengths_B]
 
   normalize = splits == 1
-  out_specs, out_shape = _out_specs(batch, kv_heads, splits, n_groups, head_dim,
-                                    q_BxKxGxH.dtype)
+  if normalize:
+    out_specs = [pl.BlockSpec((None, None, n_groups, head_dim), lambda k, b, s: (b, k, 0, 0))]
+    out_shape = [jax.ShapeDtypeStruct(q_BxKxGxH.shape, q_BxKxGxH.dtype)]
+  else:
+    part_shape = (batch, kv_heads, splits, n_groups)
+    out_specs = [
+        pl.BlockSpec((None, None, None, n_groups, head_dim), lambda k, b, s: (b, k, s, 0, 0)),
+        pl.BlockSpec((None, None, None, n_groups), lambda k, b, s: (b, k, s, 0)),
+        pl.BlockSpec((None, None, None, n_groups), lambda k, b, s: (b, k, s, 0)),
+    ]
+    out_shape = [
+        jax.ShapeDtypeStruct((*part_shape, head_dim), jnp.float32),
+        jax.ShapeDtypeStruct(part_shape, jnp.float32),
+        jax.ShapeDtypeStruct(part_shape, jnp.float32),
+    ]
   kernel = functools.partial(_kernel, n_groups=n_groups, n_splits=splits, block_s=block_s,
                              scale=scale, dynamic_layer=static_layer is None,
                              use_dot=use_dot, normalize=normalize)
@@ -461,32 +315,6 @@ def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, *,
       interpret=interpret,
       name='decode_attention',
   )(*operands)
-  return _merge_splits(outs, normalize, q_BxKxGxH.dtype)
-
-
-def _out_specs(batch, kv_heads, splits, n_groups, head_dim, dtype):
-  """(out_specs, out_shape) of the kernel's attention output: the normalised [B, K, G, H]
-  with one split, else the per-split partials (acc, m, l)."""
-  if splits == 1:
-    return ([pl.BlockSpec((None, None, n_groups, head_dim), lambda k, b, s: (b, k, 0, 0))],
-            [jax.ShapeDtypeStruct((batch, kv_heads, n_groups, head_dim), dtype)])
-  part_shape = (batch, kv_heads, splits, n_groups)
-  out_specs = [
-      pl.BlockSpec((None, None, None, n_groups, head_dim), lambda k, b, s: (b, k, s, 0, 0)),
-      pl.BlockSpec((None, None, None, n_groups), lambda k, b, s: (b, k, s, 0)),
-      pl.BlockSpec((None, None, None, n_groups), lambda k, b, s: (b, k, s, 0)),
-  ]
-  out_shape = [
-      jax.ShapeDtypeStruct((*part_shape, head_dim), jnp.float32),
-      jax.ShapeDtypeStruct(part_shape, jnp.float32),
-      jax.ShapeDtypeStruct(part_shape, jnp.float32),
-  ]
-  return out_specs, out_shape
-
-
-def _merge_splits(outs, normalize, dtype):
-  """The attention output from the kernel's outputs: as written with one split, else the
-  splits' partials merged with log-sum-exp rescaling."""
   if normalize:
     return outs[0]
   acc_BxKxNxGxH, m_BxKxNxG, l_BxKxNxG = outs
@@ -494,7 +322,7 @@ def _merge_splits(outs, normalize, dtype):
   w_BxKxNxG = jnp.exp(m_BxKxNxG - m_BxKxG[:, :, None])  # 0 for splits with no blocks
   l_BxKxG = jnp.sum(w_BxKxNxG * l_BxKxNxG, axis=2)
   out = jnp.sum(w_BxKxNxG[..., None] * acc_BxKxNxGxH, axis=2) / l_BxKxG[..., None]
-  return out.astype(dtype)
+  return out.astype(q_BxKxGxH.dtype)
 
 
 def reference_decode_attention(q_BxKxGxH, kv_LxBx2xKxSxH, layer, lengths_B, *,

@@ -247,39 +247,6 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   return o, new_cache
 
 
-def _appends_in_kernel(cfg: ModelConfig, layer, t: int) -> bool:
-  """Whether a fused decode layer hands its raw q/k/v projections to the Pallas kernel that
-  also applies the pre-norm's row scale and the keys' RoPE and writes the cache
-  (`pallas_decode.decode_attention_append`): one query per row, the Pallas decode attention,
-  an unrolled (static) layer and no q/k/v biases."""
-  return (t == 1 and decode_attention_kind(cfg) == 'pallas' and isinstance(layer, int)
-          and not cfg.qkv_bias)
-
-
-def _append_attend(qkv_BxTxNxH, x_BxTxD, cache, layer: int, positions_BxT, write_B,
-                   window: int, cfg: ModelConfig):
-  """A fused decode layer's attention through `decode_attention_append` (see
-  `_appends_in_kernel`): XLA rotates the queries; the kernel scales q, k and v by the row's
-  rsqrt(mean(x^2) + eps), rotates the key, writes key and value to the cache and attends.
-  Instead of a q/k/v scaling and a cache scatter per layer (measured on an H200: ...).
-  Returns (attention output [B, 1, K, G, H], updated cache)."""
-  from ttc_jax.model import pallas_decode
-  b = x_BxTxD.shape[0]
-  x32_BxD = x_BxTxD[:, 0].astype(jnp.float32)
-  q_BxKxGxH = rope(qkv_BxTxNxH[:, :, :cfg.n_heads], positions_BxT, cfg.rope_theta,
-                   cfg.rope_scaling)[:, 0].reshape(b, cfg.n_kv_heads, -1, cfg.head_dim)
-  freqs = jnp.asarray(rope_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling))
-  ang_BxH2 = positions_BxT[:, :1].astype(jnp.float32) * freqs
-  block, warps, stages, products = cfg.decode_kernel_settings()
-  o_BxKxGxH, kv = pallas_decode.decode_attention_append(
-      q_BxKxGxH, qkv_BxTxNxH[:, 0], jnp.sum(x32_BxD * x32_BxD, axis=-1), jnp.cos(ang_BxH2),
-      jnp.sin(ang_BxH2), cache['kv'], layer, jnp.clip(positions_BxT[:, 0] + 1, 1, window),
-      write_B, d_model=cfg.d_model, norm_eps=cfg.norm_eps, window=window,
-      scale=attention_scale(cfg), block_s=min(block, window & -window), num_warps=warps,
-      num_stages=stages, products=products)
-  return o_BxKxGxH[:, None], {'kv': kv}
-
-
 class Block(nn.Module):
   """One pre-norm layer. Called through nn.scan: (x, aux) carry, per-layer cache slice.
 
@@ -311,60 +278,55 @@ class Block(nn.Module):
       # of x is written (measured on an H200: one kernel fewer per norm).
       n_qkv = cfg.n_heads + 2 * k_heads
       qkv = _dense(cfg, (n_qkv, cfg.head_dim), 'qkv')(x_BxTxD)
-    if self.fused and self.window is not None and _appends_in_kernel(cfg, layer, t):
-      o, new_cache = _append_attend(qkv, x_BxTxD, full_cache, layer, positions_BxT, write_B,
-                                    self.window, cfg)
+      qkv = qkv.astype(jnp.float32) * _rms_scale(x_BxTxD, cfg)[..., None]
+      if cfg.qkv_bias:
+        qkv = qkv + self.param('qkv_bias', nn.initializers.zeros, (n_qkv, cfg.head_dim),
+                               cfg.jnp_param_dtype).astype(jnp.float32)
+      q, k, v = jnp.split(qkv.astype(cfg.jnp_dtype), [cfg.n_heads, cfg.n_heads + k_heads],
+                          axis=2)
     else:
-      if self.fused:
-        qkv = qkv.astype(jnp.float32) * _rms_scale(x_BxTxD, cfg)[..., None]
-        if cfg.qkv_bias:
-          qkv = qkv + self.param('qkv_bias', nn.initializers.zeros, (n_qkv, cfg.head_dim),
-                                 cfg.jnp_param_dtype).astype(jnp.float32)
-        q, k, v = jnp.split(qkv.astype(cfg.jnp_dtype), [cfg.n_heads, cfg.n_heads + k_heads],
-                            axis=2)
-      else:
-        h = RMSNorm(cfg, name='attn_norm')(x_BxTxD)
-        q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
-        k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
-        v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
-      q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
-      k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
+      h = RMSNorm(cfg, name='attn_norm')(x_BxTxD)
+      q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
+      k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
+      v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
+    q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
+    k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
 
-      if self.window is not None:
-        q = q.reshape(b, t, k_heads, g, cfg.head_dim)
-        o, new_cache = _windowed_attend(q, k, v, full_cache, layer, positions_BxT, write_B,
-                                        self.window, cfg)
-      elif cache_l is None:
-        keys, values = k, v
-        key_pos_BxS = positions_BxT
-        new_cache = None
-      else:
-        # cache_l['kv']: [B, 2, K, S, H]; row b's T new slots start at its first position.
-        start_B = positions_BxT[:, 0]
-        write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, 2))
-        new_Bx2xKxTxH = jnp.stack([k, v], axis=1).transpose(0, 1, 3, 2, 4)
-        kv = write(cache_l['kv'], new_Bx2xKxTxH.astype(cache_l['kv'].dtype), start_B)
-        new_cache = {'kv': kv}
-        keys, values = kv[:, 0], kv[:, 1]
-        key_pos_BxS = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2]))
-      # The fused kernels know neither soft-capping nor per-layer sliding windows.
-      plain = not (cfg.attn_logit_softcap or cfg.sliding_window or cfg.query_pre_attn_scalar)
-      if (self.window is None and cache_l is None and key_mask_BxS is None
-          and cfg.attention_impl != 'xla' and plain):
-        # Full pass without a mask: the fused kernel's causal rule (key index <= query index)
-        # equals the positions rule because positions increase along T.
-        o = causal_attention(q, k, v, cfg.attention_impl)
-      elif self.window is None:
-        visible = key_pos_BxS[:, None, :] <= positions_BxT[:, :, None]
-        if key_mask_BxS is not None:
-          # [B, S]: which keys exist; [B, T, S]: a full visibility mask (packed sequences).
-          visible &= key_mask_BxS if key_mask_BxS.ndim == 3 else key_mask_BxS[:, None, :]
-        if cfg.sliding_window:
-          visible &= _sliding_visible(key_pos_BxS, positions_BxT, cfg, sliding_l)
-        q = q.reshape(b, t, k_heads, g, cfg.head_dim)
-        o = attend(q, keys.astype(q.dtype), values.astype(q.dtype), visible,
-                   attention_scale(cfg), cfg.attn_logit_softcap,
-                   kv_layout='bskh' if cache_l is None else 'bksh')
+    if self.window is not None:
+      q = q.reshape(b, t, k_heads, g, cfg.head_dim)
+      o, new_cache = _windowed_attend(q, k, v, full_cache, layer, positions_BxT, write_B,
+                                      self.window, cfg)
+    elif cache_l is None:
+      keys, values = k, v
+      key_pos_BxS = positions_BxT
+      new_cache = None
+    else:
+      # cache_l['kv']: [B, 2, K, S, H]; row b's T new slots start at its first position.
+      start_B = positions_BxT[:, 0]
+      write = jax.vmap(lambda c, u, s: jax.lax.dynamic_update_slice_in_dim(c, u, s, 2))
+      new_Bx2xKxTxH = jnp.stack([k, v], axis=1).transpose(0, 1, 3, 2, 4)
+      kv = write(cache_l['kv'], new_Bx2xKxTxH.astype(cache_l['kv'].dtype), start_B)
+      new_cache = {'kv': kv}
+      keys, values = kv[:, 0], kv[:, 1]
+      key_pos_BxS = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2]))
+    # The fused kernels know neither soft-capping nor per-layer sliding windows.
+    plain = not (cfg.attn_logit_softcap or cfg.sliding_window or cfg.query_pre_attn_scalar)
+    if (self.window is None and cache_l is None and key_mask_BxS is None
+        and cfg.attention_impl != 'xla' and plain):
+      # Full pass without a mask: the fused kernel's causal rule (key index <= query index)
+      # equals the positions rule because positions increase along T.
+      o = causal_attention(q, k, v, cfg.attention_impl)
+    elif self.window is None:
+      visible = key_pos_BxS[:, None, :] <= positions_BxT[:, :, None]
+      if key_mask_BxS is not None:
+        # [B, S]: which keys exist; [B, T, S]: a full visibility mask (packed sequences).
+        visible &= key_mask_BxS if key_mask_BxS.ndim == 3 else key_mask_BxS[:, None, :]
+      if cfg.sliding_window:
+        visible &= _sliding_visible(key_pos_BxS, positions_BxT, cfg, sliding_l)
+      q = q.reshape(b, t, k_heads, g, cfg.head_dim)
+      o = attend(q, keys.astype(q.dtype), values.astype(q.dtype), visible,
+                 attention_scale(cfg), cfg.attn_logit_softcap,
+                 kv_layout='bskh' if cache_l is None else 'bksh')
     o = o.reshape(b, t, cfg.n_heads, cfg.head_dim)
     o = _dense(cfg, cfg.d_model, 'o', axis=(-2, -1))(o)
     if cfg.post_norms:

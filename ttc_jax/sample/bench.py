@@ -91,6 +91,13 @@ XLA_PRESETS = {
     'ws': {'xla_gpu_experimental_enable_triton_warp_specialization': True},
     # Triton GEMM fusions for every matmul XLA can fuse (none left to cuBLAS)
     'gany': {'xla_gpu_triton_gemm_any': True},
+    # priority fusion may also form Triton fusions around ops that are not a fusion's hero
+    # (elementwise work next to a GEMM)
+    'hero': {'xla_gpu_experimental_enable_triton_heroless_priority_fusion': True},
+    # the autotuner chooses between fusion variants as well as tilings
+    'fauto': {'xla_gpu_experimental_enable_fusion_autotuner': True},
+    # GEMMs through XLA's generic Triton emitter (an option of older jaxlib versions only)
+    'gen': {'xla_gpu_unsupported_enable_generic_triton_emitter_for_gemms': True},
 }
 
 

@@ -97,6 +97,12 @@ def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float,
   return out.astype(x_BxTxNxH.dtype)
 
 
+def _rms_scale(x_BxTxD, cfg: ModelConfig) -> jax.Array:
+  """[B, T, 1] float32 rsqrt(mean(x^2) + eps): RMSNorm without its gain."""
+  x32 = x_BxTxD.astype(jnp.float32)
+  return jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+
+
 class RMSNorm(nn.Module):
   cfg: ModelConfig
 
@@ -104,15 +110,8 @@ class RMSNorm(nn.Module):
   def __call__(self, x):
     w = self.param('scale', nn.initializers.zeros if self.cfg.norm_offset else
                    nn.initializers.ones, (x.shape[-1],), self.cfg.jnp_param_dtype)
-    x32 = x.astype(jnp.float32)
-    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.norm_eps)
+    y = x.astype(jnp.float32) * _rms_scale(x, self.cfg)
     return (y * (w.astype(jnp.float32) + self.cfg.norm_offset)).astype(x.dtype)
-
-
-def _rms_scale(x_BxTxD, cfg: ModelConfig) -> jax.Array:
-  """[B, T, 1] float32 rsqrt(mean(x^2) + eps): RMSNorm without its gain."""
-  x32 = x_BxTxD.astype(jnp.float32)
-  return jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
 
 
 def _dense(cfg: ModelConfig, features, name, axis=-1, bias=False):

@@ -84,9 +84,6 @@ XLA_PRESETS = {
     'cublas': {'xla_gpu_enable_triton_gemm': False},
     # the autotuner tries every Triton GEMM tiling, not a short list
     'exh': {'xla_gpu_exhaustive_tiling_search': True},
-    # Hopper: Triton GEMMs may load tiles with the tensor memory accelerator (TMA; an option
-    # of some jaxlib versions only, e.g. not 0.12)
-    'tma': {'xla_gpu_experimental_enable_triton_tma': True},
     # Hopper: Triton GEMMs with warps specialised into producers and consumers
     'ws': {'xla_gpu_experimental_enable_triton_warp_specialization': True},
     # Triton GEMM fusions for every matmul XLA can fuse (none left to cuBLAS)
@@ -96,8 +93,6 @@ XLA_PRESETS = {
     'hero': {'xla_gpu_experimental_enable_triton_heroless_priority_fusion': True},
     # the autotuner chooses between fusion variants as well as tilings
     'fauto': {'xla_gpu_experimental_enable_fusion_autotuner': True},
-    # GEMMs through XLA's generic Triton emitter (an option of older jaxlib versions only)
-    'gen': {'xla_gpu_unsupported_enable_generic_triton_emitter_for_gemms': True},
 }
 
 

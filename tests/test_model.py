@@ -106,7 +106,7 @@ def test_fused_layers_fold_norm_gains(norm_offset):
 
 
 def test_decode_kernel_settings():
-  assert CFG.decode_kernel_settings() == (64, 4, 2, 'auto')
+  assert CFG.decode_kernel_settings() == (0, 4, 2, 'auto')   # 0: pallas_decode.auto_block
   tuned = dataclasses.replace(CFG, decode_kernel='32:2:3:dot').validate()
   assert tuned.decode_kernel_settings() == (32, 2, 3, 'dot')
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ttc_jax.model.pallas_decode import auto_splits, decode_attention
+from ttc_jax.model.pallas_decode import auto_block, auto_splits, decode_attention
 
 B, K, S, H, L = 4, 2, 64, 16, 2
 BLOCK = 16
@@ -58,6 +58,28 @@ def test_matches_reference(dtype, groups, n_splits):
     out = attend(q, k, v, layer, lengths, window=S, scale=SCALE, block_s=BLOCK,
                            n_splits=n_splits)
     check(out, q, reference(q, k, v, layer, LENGTHS))
+
+
+@pytest.mark.parametrize('dtype,groups', [(jnp.float32, 1), (jnp.bfloat16, 1),
+                                          (jnp.float32, 4), (jnp.bfloat16, 4)])
+def test_one_block_matches_reference(dtype, groups):
+  """block_s = window (the default for windows up to 128 slots) reads each row in one
+  masked block with no loop; dead slots (NaN here) are never used, and a traced layer reads
+  the same slots. G = 4 over bf16 keeps the dot path, so it checks the default routing."""
+  q, k, v = make_inputs(groups, dtype, seed=6)
+  lengths = jnp.asarray(LENGTHS)
+  k_bad, v_bad = (poison(c, 1, LENGTHS, np.nan) for c in (k, v))
+  for block_s in (S, 0):   # explicit, then automatic (auto_block(64) == 64)
+    out = attend(q, k_bad, v_bad, 1, lengths, window=S, scale=SCALE, block_s=block_s)
+    check(out, q, reference(q, k, v, 1, LENGTHS))
+  traced = jax.jit(lambda layer: attend(q, k, v, layer, lengths, window=S, scale=SCALE,
+                                        block_s=S))(jnp.int32(0))
+  check(traced, q, reference(q, k, v, 0, LENGTHS))
+
+
+def test_auto_block():
+  assert [auto_block(w) for w in (8, 64, 128)] == [8, 64, 128]   # one block
+  assert [auto_block(w) for w in (256, 1024, 96, 40)] == [64, 64, 32, 8]
 
 
 @pytest.mark.parametrize('groups,products', [(1, 'dot'), (4, 'reduce')])
@@ -150,12 +172,12 @@ def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, products):
   spec = jax.ShapeDtypeStruct
   q, kv = spec((b, k, groups, h), dtype), spec((n_layers, b, 2, k, s, h), dtype)
   lengths = spec((b,), jnp.int32)
-  opts = dict(window=s, scale=0.125, block_s=64, products=products, interpret=False)
-  for n_splits in (1, 2):
+  opts = dict(window=s, scale=0.125, products=products, interpret=False)
+  for n_splits, block_s in ((1, 64), (2, 64), (0, s)):   # (0, s): one block, no loop
     for layer in (1, spec((), jnp.int32)):   # static, then traced
       traced = not isinstance(layer, int)
       fn = lambda q, kvc, ln, *lay: decode_attention(
-          q, kvc, lay[0] if lay else 1, ln, n_splits=n_splits, **opts)
+          q, kvc, lay[0] if lay else 1, ln, n_splits=n_splits, block_s=block_s, **opts)
       args = (q, kv, lengths)
       try:
         jax.export.export(jax.jit(fn), platforms=['cuda'])(*args, *((layer,) if traced else ()))

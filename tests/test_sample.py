@@ -217,15 +217,29 @@ def test_compiler_options_reach_the_compiled_functions(params, sampler):
     _run(bad, params, max_new_tokens=2)
 
 
-def test_pallas_sampler_equals_xla_sampler(params, sampler):
+def test_gpu_compiler_options_under_the_callers(monkeypatch):
+  """On a GPU a Sampler compiles with GPU_COMPILER_OPTIONS (concurrent command buffers)
+  under the caller's options, which win on a clash; elsewhere only the caller's."""
+  from ttc_jax.sample.decode import GPU_COMPILER_OPTIONS
+  assert Sampler(CFG, eos_id=-1).compiler_options is None   # CPU here
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert Sampler(CFG, eos_id=-1).compiler_options == GPU_COMPILER_OPTIONS
+  mode = 'xla_gpu_command_buffer_scheduling_mode'
+  got = Sampler(CFG, eos_id=-1, compiler_options={mode: 'LHS', 'xla_gpu_autotune_level': 0})
+  assert got.compiler_options == {mode: 'LHS', 'xla_gpu_autotune_level': 0}
+
+
+@pytest.mark.parametrize('cache_len', [40, 32])
+def test_pallas_sampler_equals_xla_sampler(params, sampler, cache_len):
   """The GPU default (the Pallas kernel, here interpreted; one window, 2 steps per loop
   iteration) decodes the same greedy tokens as the XLA attention through one step, a
-  reorder and the rest of the solution."""
+  reorder and the rest of the solution; cache_len 32 reads the window as one block
+  (pallas_decode.auto_block), 40 in blocks of 8."""
   pallas = Sampler(dataclasses.replace(CFG, decode_attention='pallas'), eos_id=-1,
                    step_ids=(DELIM,))
   out = []
   for s in (sampler, pallas):
-    st = s.start(params, PROMPTS, LENGTHS, jax.random.key(3), n_samples=2, cache_len=40,
+    st = s.start(params, PROMPTS, LENGTHS, jax.random.key(3), n_samples=2, cache_len=cache_len,
                  temperature=0.0, max_new_tokens=14, max_step_tokens=4)
     st = reorder(s.extend_one_step(params, st), np.array([1, 1, 3, 0]))
     out.append(jax.device_get(s.generate(params, st)))

@@ -19,10 +19,11 @@ class ConfigError(ValueError):
 
 def parse_decode_kernel(spec: str, key: str = 'decode_kernel') -> tuple[int, int, int, str]:
   """'block_s:num_warps:num_stages[:products]' -> (block_s, num_warps, num_stages, products);
-  '' gives the default (64, 4, 2, 'auto'). products: 'auto', 'dot' or 'reduce' (see
-  pallas_decode.decode_attention). Raises ConfigError naming `key`."""
+  '' gives the default (0, 4, 2, 'auto'), block_s 0 meaning pallas_decode.auto_block (the
+  whole window as one block up to 128 slots, else 64-slot blocks). products: 'auto', 'dot' or
+  'reduce' (see pallas_decode.decode_attention). Raises ConfigError naming `key`."""
   if not spec:
-    return (64, 4, 2, 'auto')
+    return (0, 4, 2, 'auto')
   parts = str(spec).split(':')
   products = parts.pop() if len(parts) == 4 else 'auto'
   if (len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts)
@@ -87,8 +88,9 @@ class ModelConfig:
   decode_attention: str = 'auto'
   # Launch settings of the Pallas decode kernel, 'block_s:num_warps:num_stages[:products]'
   # (key slots per block, Triton warps, pipeline stages; products 'dot', 'reduce' or 'auto',
-  # see pallas_decode.decode_attention); '' = 64:4:2:auto, the fastest measured end to end
-  # ('dot' for one query head per kv head measured 30% slower alone on an H200).
+  # see pallas_decode.decode_attention); '' = automatic blocks (one block for a window of up
+  # to 128 slots, else 64), 4 warps, 2 stages, 'auto' products: the fastest measured ('dot'
+  # for one query head per kv head measured 30% slower alone on an H200).
   decode_kernel: str = ''
   # True: the sampler gives each layer its own weight buffers (`split_layers`) and unrolls the
   # layers; False: a layer scan over the stacked weights (compiles faster).

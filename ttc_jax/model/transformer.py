@@ -216,7 +216,8 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
     # Row b attends to slots [0, position + 1): the live prefix, read in place.
     lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
     block, warps, stages, products = cfg.decode_kernel_settings()
-    block = min(block, window & -window)   # a power of two dividing the window
+    # 0: automatic (pallas_decode.auto_block); else a power of two dividing the window.
+    block = min(block, window & -window) if block else 0
     o_BxKxGxH = pallas_decode.decode_attention(
         q_BxTxKxGxH[:, 0], new_cache['kv'], layer, lengths_B, window=window,
         scale=scale, block_s=block, num_warps=warps, num_stages=stages,

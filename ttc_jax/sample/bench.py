@@ -93,47 +93,44 @@ XLA_PRESETS = {
     'hero': {'xla_gpu_experimental_enable_triton_heroless_priority_fusion': True},
     # the autotuner chooses between fusion variants as well as tilings
     'fauto': {'xla_gpu_experimental_enable_fusion_autotuner': True},
-    # command buffers as a dependency graph (kernels with no buffer in common may overlap)
-    'conc': {'xla_gpu_command_buffer_scheduling_mode': 'CONCURRENT'},
+    # command buffers serialised by the latency-hiding schedule, XLA's own default (the
+    # sampler asks for CONCURRENT on GPUs: decode.GPU_COMPILER_OPTIONS)
+    'lhs': {'xla_gpu_command_buffer_scheduling_mode': 'LHS'},
 }
 
 
 def parse_variant(spec: str) -> dict:
-  """'attn:unroll[:wN][:sN][:nN][:kBLOCKxWARPSxSTAGES][:xPRESET...]' -> decode settings.
+  """'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES][:xPRESET...]' -> decode settings.
 
   attn: decode_attention ('auto', 'reduce', 'einsum', 'pallas'); unroll: 1 or 0; wN: N
   attention windows (XLA attention only), sN: N decode steps per loop iteration (0 or
-  absent: the sampler's); nN: N nano-batches (Sampler.nano_batches); k...: the Pallas
-  kernel's launch settings
+  absent: the sampler's); k...: the Pallas kernel's launch settings
   (ModelConfig.decode_kernel), e.g. k64x4x2; xNAME: XLA options from XLA_PRESETS for the
   sampler's functions (several merge), e.g. xnocb.
   """
   attn, _, rest = spec.partition(':')
   parts = rest.split(':') if rest else []
   out = {'decode_attention': attn, 'decode_unroll': (parts[0] if parts else '1') != '0',
-         'n_windows': 0, 'steps_per_loop': 0, 'decode_kernel': '', 'xla_options': {},
-         'nano_batches': 1}
+         'n_windows': 0, 'steps_per_loop': 0, 'decode_kernel': '', 'xla_options': {}}
   for part in parts[1:]:
     tag, value = part[:1], part[1:]
     if tag == 'w' and value.isdigit():
       out['n_windows'] = int(value)
     elif tag == 's' and value.isdigit():
       out['steps_per_loop'] = int(value)
-    elif tag == 'n' and value.isdigit() and int(value) >= 1:
-      out['nano_batches'] = int(value)
     elif tag == 'k' and len(value.split('x')) in (3, 4):
       out['decode_kernel'] = value.replace('x', ':')
     elif tag == 'x' and value in XLA_PRESETS:
       out['xla_options'].update(XLA_PRESETS[value])
     else:
-      raise ValueError(f'--variants: cannot read {part!r} in {spec!r} (expected wN, sN, nN, '
+      raise ValueError(f'--variants: cannot read {part!r} in {spec!r} (expected wN, sN, '
                        f'kBLOCKxWARPSxSTAGES or x followed by one of {sorted(XLA_PRESETS)})')
   return out
 
 
 def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
               n_windows: int, trace_dir: str | None = None, steps_per_loop: int = 0,
-              xla_options: dict | None = None, nano_batches: int = 1) -> dict:
+              xla_options: dict | None = None) -> dict:
   from ttc_jax.model import transformer
   from ttc_jax.sample.decode import Sampler
   params = transformer.init_params(cfg, jax.random.key(0))
@@ -141,7 +138,7 @@ def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
                                           cfg.vocab_size), np.int32)
   lengths = np.full((batch,), prompt_len, np.int32)
   sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows, steps_per_loop=steps_per_loop,
-                    compiler_options=xla_options or None, nano_batches=nano_batches)
+                    compiler_options=xla_options or None)
   cache_len = prompt_len + new_tokens
 
   def start(seed):
@@ -267,7 +264,7 @@ def main(argv=None) -> dict:
       try:
         timed = bench_jax(vcfg, batch, args.prompt_len, args.new_tokens, args.reps,
                           var['n_windows'] or args.n_windows, trace, var['steps_per_loop'],
-                          var['xla_options'], var['nano_batches'])
+                          var['xla_options'])
       except Exception as e:  # e.g. XLA options this jaxlib rejects: record, time the rest
         run = {'batch': batch, 'variant': spec, 'error': f'{type(e).__name__}: {e}'[:500]}
         result['runs'].append(run)

@@ -39,6 +39,13 @@ from ttc_jax.sharding import param_shardings
 
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 NO_LIMIT = np.iinfo(np.int32).max // 2
+# XLA options a Sampler compiles with on a GPU, under any the caller gives. CONCURRENT builds
+# each CUDA graph as a dependency graph of its kernels (from the buffers they read and
+# write) instead of serialising them in schedule order, so independent kernels of a decode
+# step may overlap. Measured on an H200 in one process (experiments/results/
+# h200_2026-11-29h/nano): +1.9% at S/4096 and +2.0% at M/1024; the same tokens and the same
+# compiled memory (`experiments/gpu/conc_check.py`).
+GPU_COMPILER_OPTIONS = {'xla_gpu_command_buffer_scheduling_mode': 'CONCURRENT'}
 
 
 @flax.struct.dataclass
@@ -196,7 +203,7 @@ def _windows(cache_len: int, n_windows: int) -> list[int]:
 
 def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig, eos_id: int,
             step_ids: tuple[int, ...], top_k: int, use_top_p: bool, one_step: bool,
-            n_windows: int, steps_per_loop: int = 1, nano_batches: int = 1) -> DecodeState:
+            n_windows: int, steps_per_loop: int = 1) -> DecodeState:
   """Advance rows until each is done (or, with one_step, has ended one reasoning step).
 
   A sequence of `lax.while_loop`s, one per static attention window W: loop W runs while the
@@ -208,21 +215,8 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
   round trips to the host; a step with no active row changes nothing, counter included, so
   the samples are the same). Windows below S then get a one-step loop after the multi-step
   one, for the steps that would cross the window's end.
-
-  nano_batches > 1 splits the rows into that many equal groups, each with its own cache
-  buffer for the duration of the call, and runs the layers group by group: the groups' kernels
-  then have no buffer in common, so XLA may run one group's attention (memory-bound) beside
-  another's matmuls (compute-bound) when its command buffers are built as a dependency graph
-  (xla_gpu_command_buffer_scheduling_mode=CONCURRENT). The samples do not depend on it.
   """
   b, s = state.tokens_BxS.shape
-  nano = nano_batches if b % max(nano_batches, 1) == 0 else 1
-  if nano > 1:
-    bn = b // nano
-    kv = state.cache['kv']
-    axis = transformer.CACHE_BATCH_AXIS
-    state = state.replace(cache={'parts': tuple(
-        jax.lax.slice_in_dim(kv, i * bn, (i + 1) * bn, axis=axis) for i in range(nano))})
   slots_S = jnp.arange(s)
   if config.decode_unroll:
     # Per-layer weight buffers, made once per call rather than sliced from the stack each
@@ -251,17 +245,8 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
     # Inactive rows may sit past the window: clamp their position (their output is dropped
     # and their cache is not written).
     feed_pos_B = jnp.where(act_B, pos_B, jnp.minimum(pos_B, window - 1))
-    if nano == 1:
-      logits_Bx1xV, cache = transformer.apply_decode(
-          params, pending_B, feed_pos_B[:, None], st.cache, act_B, config=config,
-          window=window)
-    else:
-      outs = [transformer.apply_decode(
-          params, pending_B[i * bn:(i + 1) * bn], feed_pos_B[i * bn:(i + 1) * bn, None],
-          {'kv': part}, act_B[i * bn:(i + 1) * bn], config=config, window=window)
-          for i, part in enumerate(st.cache['parts'])]
-      logits_Bx1xV = jnp.concatenate([o[0] for o in outs], axis=0)
-      cache = {'parts': tuple(o[1]['kv'] for o in outs)}
+    logits_Bx1xV, cache = transformer.apply_decode(
+        params, pending_B, feed_pos_B[:, None], st.cache, act_B, config=config, window=window)
     # Per-row streams are keyed by the position being written (the row's length).
     new_B = sample_tokens(logits_Bx1xV[:, 0], st.temperature_B, st.top_p_B, st.key,
                           st.counter, top_k=top_k, use_top_p=use_top_p,
@@ -303,11 +288,7 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
     for steps, ahead in loops:
       carry = jax.lax.while_loop(functools.partial(cond, window, ahead),
                                  functools.partial(steps_body, window, steps), carry)
-  state = carry[0]
-  if nano > 1:
-    state = state.replace(cache={'kv': jnp.concatenate(state.cache['parts'],
-                                                       axis=transformer.CACHE_BATCH_AXIS)})
-  return state
+  return carry[0]
 
 
 def _reorder(state: DecodeState, index_B) -> DecodeState:
@@ -363,10 +344,10 @@ class Sampler:
     attention window (the Pallas kernel; measured 2% faster on an H200), else 1 (each window
     would compile two more loop bodies). `extend_one_step` runs one step per iteration: its
     calls are short, so idle steps would cost more there.
-  nano_batches: row groups decoded as independent chains inside each step (see `_decode`);
-    1: off. Ignored when the rows do not divide evenly or are sharded over several devices.
   compiler_options: XLA options for this sampler's compiled functions only (jax.jit's
-    `compiler_options`, e.g. {'xla_gpu_enable_command_buffer': ''}); None: none.
+    `compiler_options`, e.g. {'xla_gpu_enable_command_buffer': ''}); on a GPU they are
+    applied over GPU_COMPILER_OPTIONS (give 'xla_gpu_command_buffer_scheduling_mode': 'LHS'
+    for XLA's own default).
   """
   config: ModelConfig
   eos_id: int
@@ -377,7 +358,6 @@ class Sampler:
   n_windows: int = 0
   steps_per_loop: int = 0
   compiler_options: dict[str, Any] | None = None
-  nano_batches: int = 1
 
   def __post_init__(self):
     self.step_ids = tuple(int(i) for i in self.step_ids)
@@ -397,12 +377,10 @@ class Sampler:
       raise ValueError(f"steps_per_loop must be an integer >= 0 (0 = auto), got "
                        f"{self.steps_per_loop!r}.")
     self.steps_per_loop = int(self.steps_per_loop) or (2 if self.n_windows == 1 else 1)
-    if not isinstance(self.nano_batches, (int, np.integer)) or self.nano_batches < 1:
-      raise ValueError(f'nano_batches must be an integer >= 1, got {self.nano_batches!r}.')
-    if self.mesh is not None and self.mesh.size > 1:
-      self.nano_batches = 1
     if self.top_k < 0:
       raise ValueError(f'top_k must be >= 0 (0 = off), got {self.top_k}.')
+    if jax.default_backend() == 'gpu':
+      self.compiler_options = {**GPU_COMPILER_OPTIONS, **(self.compiler_options or {})}
     self._jits: dict[Any, Any] = {}
 
   # Compiled functions are built lazily: with a mesh, their shardings need the params' tree.
@@ -508,8 +486,7 @@ class Sampler:
     fn = self._jit(name, _decode, params, state if self.mesh is not None else None,
                    eos_id=int(self.eos_id), step_ids=self.step_ids, top_k=int(self.top_k),
                    use_top_p=use_top_p, one_step=one_step, n_windows=int(self.n_windows),
-                   steps_per_loop=1 if one_step else int(self.steps_per_loop),
-                   nano_batches=int(self.nano_batches))
+                   steps_per_loop=1 if one_step else int(self.steps_per_loop))
     return fn(params, state, row_keys)
 
   def generate(self, params, state: DecodeState, row_keys=None,

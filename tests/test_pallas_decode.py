@@ -77,24 +77,6 @@ def test_one_block_matches_reference(dtype, groups):
   check(traced, q, reference(q, k, v, 0, LENGTHS))
 
 
-@pytest.mark.parametrize('dtype,groups', [(jnp.float32, 1), (jnp.bfloat16, 1),
-                                          (jnp.float32, 4), (jnp.bfloat16, 4)])
-@pytest.mark.parametrize('block_s,n_splits', [(S, 0), (BLOCK, 1), (BLOCK, 2)])
-def test_new_entry_joins_the_cached_slots(dtype, groups, block_s, n_splits):
-  """new_kv_Bx2xKxH (the step's own key and value, not yet in the cache) joins the softmax
-  as if it sat in slot lengths_B[b]: the slot itself is NaN here and never read. A row with
-  no cached slot (length 0) attends to the new entry alone. Every path: one block, the block
-  loop with one and two splits, the dots for G = 4 over bf16."""
-  q, k, v = make_inputs(groups, dtype, seed=7)
-  lengths = np.array([0, 36, 31, 63], np.int32)   # cached slots; the new entry is slot n
-  rows = np.arange(B)
-  k_bad, v_bad = (poison(c, 1, lengths, np.nan) for c in (k, v))
-  new_kv = jnp.stack([k[1, rows, :, lengths], v[1, rows, :, lengths]], axis=1)  # [B, 2, K, H]
-  out = attend(q, k_bad, v_bad, 1, jnp.asarray(lengths), window=S, scale=SCALE,
-               block_s=block_s, n_splits=n_splits, new_kv_Bx2xKxH=new_kv)
-  check(out, q, reference(q, k, v, 1, lengths + 1))
-
-
 def test_auto_block():
   assert [auto_block(w) for w in (8, 64, 128)] == [8, 64, 128]   # one block
   assert [auto_block(w) for w in (256, 1024, 96, 40)] == [64, 64, 32, 8]
@@ -191,15 +173,12 @@ def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, products):
   q, kv = spec((b, k, groups, h), dtype), spec((n_layers, b, 2, k, s, h), dtype)
   lengths = spec((b,), jnp.int32)
   opts = dict(window=s, scale=0.125, products=products, interpret=False)
-  new_kv = spec((b, 2, k, h), dtype)
-  for n_splits, block_s, new in ((1, 64, None), (2, 64, None), (0, s, None), (2, 64, new_kv),
-                                 (0, s, new_kv)):   # (0, s): one block, no loop
+  for n_splits, block_s in ((1, 64), (2, 64), (0, s)):   # (0, s): one block, no loop
     for layer in (1, spec((), jnp.int32)):   # static, then traced
       traced = not isinstance(layer, int)
-      fn = lambda q, kvc, ln, nkv, *lay: decode_attention(
-          q, kvc, lay[0] if lay else 1, ln, n_splits=n_splits, block_s=block_s,
-          new_kv_Bx2xKxH=nkv, **opts)
-      args = (q, kv, lengths, new)
+      fn = lambda q, kvc, ln, *lay: decode_attention(
+          q, kvc, lay[0] if lay else 1, ln, n_splits=n_splits, block_s=block_s, **opts)
+      args = (q, kv, lengths)
       try:
         jax.export.export(jax.jit(fn), platforms=['cuda'])(*args, *((layer,) if traced else ()))
       except ValueError as e:   # lowered: only export's check of custom-call targets objects
@@ -230,7 +209,6 @@ def test_auto_splits():
     (dict(kv=jnp.zeros((B, 2, K, S, H))), 'kv_LxBx2xKxSxH'),
     (dict(lengths=jnp.ones((B + 1,), jnp.int32)), 'lengths_B'),
     (dict(lengths=jnp.ones((B,), jnp.float32)), 'lengths_B'),
-    (dict(new_kv_Bx2xKxH=jnp.zeros((B, 2, K, 2 * H))), 'new_kv_Bx2xKxH'),
 ])
 def test_bad_inputs(change, match):
   q, k, v = make_inputs(1, jnp.float32)

@@ -77,19 +77,15 @@ def _split_hi_lo(x, dtype):
 
 
 def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
-            dynamic_layer: bool, use_dot: bool, normalize: bool, one_block: bool,
-            has_new: bool):
+            dynamic_layer: bool, use_dot: bool, normalize: bool, one_block: bool):
   """One (row b, kv head k, split s) program; see the module docstring.
 
   one_block (block_s = window, one split, no dots): the row's keys and values are read by
   one masked load each and the softmax is computed directly, with no block loop: a program
   then makes one round trip to memory instead of one per block.
 
-  has_new: one more key and value, new [2, H] (the step's own), joins the softmax besides
-  the `length` cached slots (split 0 starts its running softmax from it).
-
   Inputs: q [G, H]; k, v [S, H] ([L, S, H] for a dynamic layer); length []; layer [1]
-  (dynamic layer only); new [2, H] (has_new only). Outputs: normalize=True (one split): out [G, H] in q's dtype; else
+  (dynamic layer only). Outputs: normalize=True (one split): out [G, H] in q's dtype; else
   the partials acc [G, H], m [G], l [G] (float32).
   use_dot=False: each query group g keeps its own (m, l, acc[H]) and the logits are an
   elementwise multiply + reduce over H (no tiny matmul). use_dot=True (16-bit caches, G > 1):
@@ -98,36 +94,19 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
   the result keeps float32-level accuracy.
   """
   q_ref, k_ref, v_ref, len_ref = refs[:4]
-  n_in = 4
-  layer = refs[n_in][0] if dynamic_layer else None
-  n_in += dynamic_layer
-  new_ref = refs[n_in] if has_new else None
-  out_refs = refs[n_in + has_new:]
+  layer = refs[4][0] if dynamic_layer else None
+  out_refs = refs[5 if dynamic_layer else 4:]
   at = (lambda sl: (layer, sl, slice(None))) if dynamic_layer else (
       lambda sl: (sl, slice(None)))
   split = pl.program_id(2)
   length = len_ref[()]
   live_blocks = lax.div(length + (block_s - 1), block_s)
-  # Blocks split, split + n, ... below live_blocks; live_blocks >= 0 > split - n keeps the
+  # Blocks split, split + n, ... below live_blocks; live_blocks >= 1 > split - n keeps the
   # numerator non-negative, so truncating division is floor division.
   n_iter = lax.div(live_blocks - split + (n_splits - 1), n_splits)
   head_dim = q_ref.shape[-1]
   queries = [q_ref[g, :].astype(jnp.float32) for g in range(n_groups)]
   offsets = jnp.arange(block_s, dtype=jnp.int32)
-  if has_new:
-    new_key_H = new_ref[0, :].astype(jnp.float32)
-    new_value_H = new_ref[1, :].astype(jnp.float32)
-    # 1.0 for split 0, the one split that counts the new entry, else 0.0 (arithmetic rather
-    # than a select: Pallas' Triton lowering mistypes scalar selects). Other splits start
-    # 1e30 below the new entry's logit: a weight of exactly 0 once anything live is seen.
-    first = 1.0 - jnp.minimum(split, 1).astype(jnp.float32)
-    below = (1.0 - first) * 1e30
-
-  def start_state(q_H):
-    """(m, l, acc) before any cached block: the new entry alone (split 0), else empty."""
-    if not has_new:
-      return jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32)
-    return jnp.sum(new_key_H * q_H) * scale - below, first, first * new_value_H
 
   def load_block(i):
     start = pl.multiple_of((split + i * n_splits) * block_s, block_s)
@@ -168,12 +147,9 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
     keys_SxH, values_SxH = keys_SxH.astype(jnp.float32), values_SxH.astype(jnp.float32)
     for g, q_H in enumerate(queries):
       logits_S = jnp.where(live_S, jnp.sum(keys_SxH * q_H[None, :], axis=1) * scale, -jnp.inf)
-      # Finite: slot 0 is live, or the new entry is there (one split: it is split 0).
-      m0, l0, acc0 = start_state(q_H)
-      m = jnp.maximum(jnp.max(logits_S), m0)
-      p_S, alpha = jnp.exp(logits_S - m), jnp.exp(m0 - m)
-      store(g, m, alpha * l0 + jnp.sum(p_S),
-            alpha * acc0 + jnp.sum(p_S[:, None] * values_SxH, axis=0))
+      m = jnp.max(logits_S)   # slot 0 is always live, so m is finite
+      p_S = jnp.exp(logits_S - m)
+      store(g, m, jnp.sum(p_S), jnp.sum(p_S[:, None] * values_SxH, axis=0))
     return
 
   if use_dot:
@@ -203,10 +179,6 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
 
     init = (jnp.full((16,), -jnp.inf, jnp.float32), jnp.zeros((16,), jnp.float32),
             jnp.zeros((16, head_dim), jnp.float32))
-    if has_new:   # row g of the padded queries starts from the new entry (split 0)
-      init = (jnp.sum(q_PxH * new_key_H[None, :], axis=1) * scale - below,
-              jnp.full((16,), first, jnp.float32),
-              jnp.broadcast_to(first * new_value_H, (16, head_dim)))
     m_P, l_P, acc_PxH = lax.fori_loop(0, n_iter, body, init)
     for g in range(n_groups):
       is_g = rows_P == g
@@ -223,7 +195,8 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
                       live_S, pv)
         for q_H, (m, l, acc_H) in zip(queries, carry))
 
-  init = tuple(start_state(q_H) for q_H in queries)
+  init = tuple((jnp.float32(-jnp.inf), jnp.float32(0.0), jnp.zeros((head_dim,), jnp.float32))
+               for _ in queries)
   for g, (m, l, acc_H) in enumerate(lax.fori_loop(0, n_iter, body, init)):
     store(g, m, l, acc_H)
 
@@ -232,14 +205,11 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
                      lengths_B: jax.Array, *, window: int, scale: float,
                      block_s: int = 0, n_splits: int = 0, num_warps: int = 4,
                      num_stages: int = 2, products: str = 'auto',
-                     new_kv_Bx2xKxH: jax.Array | None = None,
                      interpret: bool | None = None) -> jax.Array:
-  """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache
-  (and, if given, one more key and value per row and kv head: new_kv_Bx2xKxH).
+  """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache.
 
   Equals, per row b, kv head k, group g: softmax((q[b,k,g] . keys) * scale) @ values over
-  keys/values = cache[layer, b, 0/1, k, :lengths_B[b]] (followed by new_kv[b, 0/1, k]),
-  computed in float32.
+  keys/values = cache[layer, b, 0/1, k, :lengths_B[b]], computed in float32.
 
   Args:
     q_BxKxGxH: queries, G query heads per kv head.
@@ -248,8 +218,7 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
     layer: the layer to read; a Python int (selected by the BlockSpec index map) or a
       traced int32 scalar (selected inside the kernel; e.g. a scanned layer index).
     lengths_B: live slots per row, integer; 1 <= lengths_B[b] <= window (values above
-      window are clipped to window; a length of 0 gives NaN, like an empty softmax, unless
-      new_kv_Bx2xKxH is given).
+      window are clipped to window; a length of 0 gives NaN, like an empty softmax).
     window: static bound on the lengths; key blocks cover slots [0, window).
     scale: logit scale, e.g. head_dim ** -0.5.
     block_s: key slots per block; a power of two dividing window; 0 picks
@@ -262,9 +231,6 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
       to 16 rows (needs a 16-bit cache, block_s >= 16 and head_dim >= 16), 'reduce' as
       elementwise multiplies and sums; 'auto' is 'dot' for 2 to 16 query heads per kv head
       over a 16-bit cache, else 'reduce'.
-    new_kv_Bx2xKxH: optional key (index 0) and value (index 1) per row and kv head that join
-      the cached slots: the step's own, so the kernel need not wait for it to be written
-      into the cache (the sampler writes it beside the next matmuls instead).
     interpret: run the Pallas interpreter; None means interpret unless the default backend
       is 'gpu'.
 
@@ -289,10 +255,6 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
       or not jnp.issubdtype(jnp.result_type(lengths_B), jnp.integer)):
     raise ValueError(f'lengths_B must be an integer [B={batch}] array, got '
                      f'{jnp.result_type(lengths_B)}{list(jnp.shape(lengths_B))}')
-  if new_kv_Bx2xKxH is not None and jnp.shape(new_kv_Bx2xKxH) != (batch, 2, kv_heads,
-                                                                   head_dim):
-    raise ValueError(f'new_kv_Bx2xKxH must be [B, 2, K, H] = {(batch, 2, kv_heads, head_dim)}, '
-                     f'got shape {jnp.shape(new_kv_Bx2xKxH)}')
   if not _is_pow2(head_dim):
     raise ValueError(f'head dim H={head_dim} of kv_LxBx2xKxSxH must be a power of two')
   if not isinstance(window, int) or not 1 <= window <= slots:
@@ -328,7 +290,7 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
   if interpret is None:
     interpret = jax.default_backend() != 'gpu'
   return _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B,
-                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None, new_kv_Bx2xKxH,
+                 jnp.asarray(layer, jnp.int32) if dynamic_layer else None,
                  static_layer=None if dynamic_layer else int(layer), window=window,
                  scale=float(scale), block_s=block_s, splits=min(splits, window // block_s),
                  use_dot=use_dot, num_warps=num_warps, num_stages=num_stages,
@@ -338,7 +300,7 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
 @functools.partial(jax.jit, static_argnames=('static_layer', 'window', 'scale', 'block_s',
                                              'splits', 'use_dot', 'num_warps', 'num_stages',
                                              'one_block', 'interpret'))
-def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, new_kv_Bx2xKxH, *,
+def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, *,
             static_layer, window, scale, block_s, splits, use_dot, num_warps, num_stages,
             one_block, interpret):
   """The pallas_call and, with several splits, the split-merging epilogue (with one split
@@ -361,10 +323,6 @@ def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, new_kv_Bx2xKxH,
                       for i in (0, 1))
     in_specs = [q_spec, k_spec, v_spec, len_spec]
     operands = [q_BxKxGxH, kv_LxBx2xKxSxH, kv_LxBx2xKxSxH, lengths_B]
-  has_new = new_kv_Bx2xKxH is not None
-  if has_new:
-    in_specs.append(pl.BlockSpec((None, 2, None, head_dim), lambda k, b, s: (b, 0, k, 0)))
-    operands.append(new_kv_Bx2xKxH)
 
   normalize = splits == 1
   if normalize:
@@ -384,8 +342,7 @@ def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, new_kv_Bx2xKxH,
     ]
   kernel = functools.partial(_kernel, n_groups=n_groups, n_splits=splits, block_s=block_s,
                              scale=scale, dynamic_layer=static_layer is None,
-                             use_dot=use_dot, normalize=normalize, one_block=one_block,
-                             has_new=has_new)
+                             use_dot=use_dot, normalize=normalize, one_block=one_block)
   outs = pl.pallas_call(
       kernel,
       grid=(kv_heads, batch, splits),

@@ -209,29 +209,20 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   # Indices are unique (one row, distinct slots), so the scatter needs no atomics.
   kv_Lx2 = cache['kv']
   new_BxTx2xKxH = jnp.stack([k_BxTxKxH, v_BxTxKxH], axis=2).astype(kv_Lx2.dtype)
-
-  def write(kv):
-    return {'kv': kv.at[layer, rows_Bx1, :, :, slots_BxT].set(
-        new_BxTx2xKxH, mode='drop', unique_indices=True)}
-
+  new_cache = {'kv': kv_Lx2.at[layer, rows_Bx1, :, :, slots_BxT].set(
+      new_BxTx2xKxH, mode='drop', unique_indices=True)}
   if kind == 'pallas':
     from ttc_jax.model import pallas_decode
-    # Row b attends to its cached slots [0, position), read in place from the cache as it
-    # was before this step, plus its new key and value passed to the kernel directly.
-    n_cached_B = jnp.clip(positions_BxT[:, 0], 0, window - 1)
+    # Row b attends to slots [0, position + 1): the live prefix, read in place.
+    lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
     block, warps, stages, products = cfg.decode_kernel_settings()
     # 0: automatic (pallas_decode.auto_block); else a power of two dividing the window.
     block = min(block, window & -window) if block else 0
     o_BxKxGxH = pallas_decode.decode_attention(
-        q_BxTxKxGxH[:, 0], kv_Lx2, layer, n_cached_B, window=window,
+        q_BxTxKxGxH[:, 0], new_cache['kv'], layer, lengths_B, window=window,
         scale=scale, block_s=block, num_warps=warps, num_stages=stages,
-        products=products, new_kv_Bx2xKxH=new_BxTx2xKxH[:, 0])   # in q's dtype
-    # The write follows the kernel's read of the same buffer (the barrier orders them, so it
-    # stays in place with no copy of the cache) and nothing but the next layer's attention
-    # waits for it: with concurrent command buffers it runs beside this layer's matmuls.
-    kv_Lx2, o_BxKxGxH = jax.lax.optimization_barrier((kv_Lx2, o_BxKxGxH))
-    return o_BxKxGxH[:, None], write(kv_Lx2)
-  new_cache = write(kv_Lx2)
+        products=products)   # in q's dtype
+    return o_BxKxGxH[:, None], new_cache
   kv_Bx2xKxWxH = jax.lax.dynamic_index_in_dim(new_cache['kv'], layer, 0, False)[..., :window, :]
   keys_BxKxWxH, values_BxKxWxH = kv_Bx2xKxWxH[:, 0], kv_Bx2xKxWxH[:, 1]
   slot_pos_BxW = jnp.broadcast_to(jnp.arange(window), (b, window))

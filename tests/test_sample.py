@@ -18,6 +18,7 @@ from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.model import transformer
 from ttc_jax.model.config import ModelConfig
 from ttc_jax.sample import Sampler, reorder
+from ttc_jax.sample.decode import kv_slots
 
 CFG = ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
                   d_ff=64, max_len=64, tie_embeddings=False)
@@ -229,22 +230,31 @@ def test_gpu_compiler_options_under_the_callers(monkeypatch):
   assert got.compiler_options == {mode: 'LHS', 'xla_gpu_autotune_level': 0}
 
 
-@pytest.mark.parametrize('cache_len', [40, 32])
-def test_pallas_sampler_equals_xla_sampler(params, sampler, cache_len):
+@pytest.mark.parametrize('cache_len,slots', [(32, 32), (40, 64), (150, 192)])
+def test_pallas_sampler_equals_xla_sampler(params, cache_len, slots):
   """The GPU default (the Pallas kernel, here interpreted; one window, 2 steps per loop
   iteration) decodes the same greedy tokens as the XLA attention through one step, a
-  reorder and the rest of the solution; cache_len 32 reads the window as one block
-  (pallas_decode.auto_block), 40 in blocks of 8."""
-  pallas = Sampler(dataclasses.replace(CFG, decode_attention='pallas'), eos_id=-1,
+  reorder and the rest of the solution. Its KV cache is padded to `kv_slots`: 32 and 40
+  (padded to 64) slots are read as one block, 150 (padded to 192) in 64-slot blocks."""
+  cfg = dataclasses.replace(CFG, max_len=160)
+  xla = Sampler(cfg, eos_id=-1, step_ids=(DELIM,), n_windows=2)
+  pallas = Sampler(dataclasses.replace(cfg, decode_attention='pallas'), eos_id=-1,
                    step_ids=(DELIM,))
   out = []
-  for s in (sampler, pallas):
+  for s in (xla, pallas):
     st = s.start(params, PROMPTS, LENGTHS, jax.random.key(3), n_samples=2, cache_len=cache_len,
                  temperature=0.0, max_new_tokens=14, max_step_tokens=4)
+    assert transformer.cache_slots(st.cache) == (slots if s is pallas else cache_len)
+    assert st.cache_len == cache_len
     st = reorder(s.extend_one_step(params, st), np.array([1, 1, 3, 0]))
     out.append(jax.device_get(s.generate(params, st)))
   for name in ('tokens_BxS', 'lengths_B', 'step_end_BxS', 'n_steps_B', 'done_B'):
     np.testing.assert_array_equal(getattr(out[0], name), getattr(out[1], name), err_msg=name)
+
+
+def test_kv_slots():
+  assert [kv_slots(n) for n in (1, 8, 33, 64, 65, 128)] == [1, 8, 64, 64, 128, 128]
+  assert [kv_slots(n) for n in (129, 154, 192, 1000)] == [192, 192, 192, 1024]
 
 
 _SHARDED = textwrap.dedent('''

@@ -23,6 +23,8 @@ def main():
   ap.add_argument('--rounds', type=int, default=3)
   ap.add_argument('--old-first', action='store_true', help='time the old version first')
   ap.add_argument('--shapes', default='S,M')
+  ap.add_argument('--new-tokens', type=int, default=96,
+                  help='tokens generated after the 32-token prompt (cache length 32 + this)')
   args = ap.parse_args()
   pkgs = {'new': 'ttc_jax', 'old': args.old}
   if args.old_first:
@@ -36,9 +38,10 @@ def main():
     rates = {k: [] for k in pkgs}
     for r in range(args.rounds):
       for k, (config, bench) in mods.items():
-        cfg = config.ModelConfig(vocab_size=128, n_kv_heads=shape['n_heads'], max_len=128,
-                                 dtype='bfloat16', param_dtype='bfloat16', **shape).validate()
-        out = bench.bench_jax(cfg, batch, 32, 96, 3, 0)
+        cfg = config.ModelConfig(vocab_size=128, n_kv_heads=shape['n_heads'],
+                                 max_len=32 + args.new_tokens, dtype='bfloat16',
+                                 param_dtype='bfloat16', **shape).validate()
+        out = bench.bench_jax(cfg, batch, 32, args.new_tokens, 3, 0)
         rates[k].append(out['decode_tokens_per_s'] / 1e6)
         print(f'{name}/{batch} round {r} {k}: {rates[k][-1]:.3f}M tok/s  '
               f'{out["decode_step_ms"]:.3f} ms/step', flush=True)

@@ -100,6 +100,17 @@ class DecodeState:
     return self.tokens_BxS.shape[1]
 
 
+def kv_slots(cache_len: int) -> int:
+  """Cache slots per row for the Pallas decode kernel: cache_len rounded up to a power of two
+  up to 128 slots (read as one block; at most twice the memory of a cache that small), else to
+  a multiple of 64 (64-slot blocks; at most 63 more slots). The kernel's blocks must divide
+  its window, so an unpadded cache of, say, 154 slots would be read 2 slots at a time."""
+  from ttc_jax.model.pallas_decode import ONE_BLOCK_MAX
+  if cache_len <= ONE_BLOCK_MAX:
+    return 1 << max(int(cache_len) - 1, 0).bit_length()
+  return -(-int(cache_len) // 64) * 64
+
+
 def bucket_length(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
   """The smallest bucket >= n (prompts are padded to it, so lengths inside share a compile)."""
   for b in buckets:
@@ -158,8 +169,11 @@ def sample_tokens(logits_BxV, temperature_B, top_p_B, key, counter, *, top_k: in
 # ---- the compiled pieces ---------------------------------------------------------------------
 def _start(params, prompts_PxL, lengths_P, temperature_B, top_p_B, max_new_B,
            max_step_tokens_B, max_steps_B, key, *, config: ModelConfig, n_samples: int,
-           cache_len: int) -> DecodeState:
-  """Prefill P prompts once, then fan each prompt's cache out to n_samples rows."""
+           cache_len: int, slots: int = 0) -> DecodeState:
+  """Prefill P prompts once, then fan each prompt's cache out to n_samples rows.
+
+  slots: KV cache slots per row (0: cache_len); more than cache_len pads the cache for the
+  Pallas kernel's blocks (`kv_slots`); slots past cache_len are never written or read."""
   p, lb = prompts_PxL.shape
   positions_PxL = jnp.broadcast_to(jnp.arange(lb, dtype=jnp.int32), (p, lb))
   cache = transformer.init_cache(config, p, lb)
@@ -168,7 +182,7 @@ def _start(params, prompts_PxL, lengths_P, temperature_B, top_p_B, max_new_B,
   _, cache = transformer.apply_features(params, prompts_PxL, positions_PxL, cache,
                                         config=config)
   b = p * n_samples
-  full = transformer.init_cache(config, b, cache_len)
+  full = transformer.init_cache(config, b, slots or cache_len)
   cache = jax.tree.map(
       lambda f, c: jax.lax.dynamic_update_slice_in_dim(f, c, 0, transformer.CACHE_SLOT_AXIS),
       full, transformer.cache_repeat_rows(cache, n_samples))
@@ -218,6 +232,9 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
   """
   b, s = state.tokens_BxS.shape
   slots_S = jnp.arange(s)
+  # One window reads the whole cache, which may have more slots than tokens (`kv_slots`).
+  windows = ([transformer.cache_slots(state.cache)] if n_windows == 1
+             else _windows(s, n_windows))
   if config.decode_unroll:
     # Per-layer weight buffers, made once per call rather than sliced from the stack each
     # step, with q/k/v and gate/up concatenated (measured on an H200: 6% faster at M/1024 and
@@ -279,12 +296,12 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
 
   carry = (state, jnp.zeros((b,), bool))
   k = steps_per_loop
-  for window in _windows(s, n_windows):
+  for window in windows:
     # (steps per iteration, steps ahead that must fit the window). In the last window (W = S)
     # active rows never pass the end (a row is done when it fills its buffer), so one loop
     # finishes every row; an earlier window needs a one-step tail for the steps that would
     # cross its end.
-    loops = [(k, 0)] if window == s or k == 1 else [(k, k - 1), (1, 0)]
+    loops = [(k, 0)] if window >= s or k == 1 else [(k, k - 1), (1, 0)]
     for steps, ahead in loops:
       carry = jax.lax.while_loop(functools.partial(cond, window, ahead),
                                  functools.partial(steps_body, window, steps), carry)
@@ -369,7 +386,9 @@ class Sampler:
           self.config, decode_attention=transformer.xla_decode_attention_kind(self.config))
     if self.n_windows < 0:
       raise ValueError(f'n_windows must be >= 0 (0 = auto), got {self.n_windows}.')
-    if transformer.decode_attention_kind(self.config) == 'pallas':
+    # With the Pallas kernel the KV cache is padded to `kv_slots` (whole blocks).
+    self._pad_kv = transformer.decode_attention_kind(self.config) == 'pallas'
+    if self._pad_kv:
       self.n_windows = 1
     else:
       self.n_windows = int(self.n_windows) or auto_windows(self.config)
@@ -416,7 +435,8 @@ class Sampler:
     """Prefill P prompts and fan each out to n_samples rows (row p * N + n).
 
     prompts_PxL: int [P, L] right-padded prompts; lengths_P: their lengths in tokens.
-    cache_len: S, slots per row for prompt + generated tokens (static).
+    cache_len: S, slots per row for prompt + generated tokens (static). With the Pallas
+      kernel the KV cache gets `kv_slots(S)` slots (a few more, never used).
     temperature, top_p, max_new_tokens (tokens), max_step_tokens (tokens), max_steps:
       scalars, [P] or [P * N] arrays; passed as arrays, so sweeping them never recompiles.
     key: a PRNG key (typed or raw uint32[2]).
@@ -466,15 +486,16 @@ class Sampler:
     args = (padded, lengths_P, temperature_B, top_p_B, limits['max_new_tokens'],
             limits['max_step_tokens'], limits['max_steps'], key)
     state_like = None
+    slots = kv_slots(cache_len) if self._pad_kv else cache_len
     if self.mesh is not None:
       if b % self.mesh.shape['data']:
         raise ValueError(f'P * n_samples = {b} rows must divide over mesh.data='
                          f'{self.mesh.shape["data"]} devices.')
       state_like = jax.eval_shape(
           functools.partial(_start, config=self.config, n_samples=n_samples,
-                            cache_len=cache_len), params, *args)
+                            cache_len=cache_len, slots=slots), params, *args)
     fn = self._jit('start', _start, params, state_like, n_samples=n_samples,
-                   cache_len=cache_len)
+                   cache_len=cache_len, slots=slots)
     return fn(params, *args)
 
   def _run(self, params, state: DecodeState, one_step: bool, row_keys=None,

@@ -19,7 +19,8 @@ Only G = 1 (one query head per kv head) and window = block.
 
 import argparse
 import functools
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,9 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from ttc_jax.model import pallas_decode
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kernel_probe import timed  # noqa: E402  (microseconds per call)
 
 SHAPES = {'S': (4096, 4, 4), 'M': (1024, 12, 12)}   # batch, kv heads, layers
 H, SLOTS = 64, 128
@@ -81,17 +85,6 @@ def heads_attention(q_BxKxGxH, kv, lengths_B, *, layer, scale, heads_per_program
       interpret=interpret, name='heads_attention')(q_BxKxGxH, kv, lengths_B)
 
 
-def timed(fn, *args, iters=50):
-  for _ in range(2):
-    out = fn(*args)
-    jax.block_until_ready(out)
-  t0 = time.perf_counter()
-  for _ in range(iters):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - t0) / iters * 1e6, out
-
-
 def variants(k):
   out = []
   for hp in sorted({k, k // 2, k // 4} - {0}):
@@ -131,7 +124,8 @@ def main():
       for vname, f in fns.items():
         fn = jax.jit(lambda q, kv, ln, f=f: f(q, kv, lengths_B=ln))
         try:
-          us, out = timed(fn, q, kv, lengths, iters=1 if args.interpret else 50)
+          us = timed(fn, q, kv, lengths, iters=1 if args.interpret else 50)
+          out = fn(q, kv, lengths)
         except Exception as e:
           print(f'{name} {label}: {vname}: failed {type(e).__name__}: {str(e)[:300]}',
                 flush=True)

@@ -5,9 +5,4 @@
 # the whole decode loop in one CUDA graph.
 source experiments/gpu/sampling_common.sh
 V=auto:1,auto:1:k128x4x1,auto:1:k128x4x3,auto:1:k128x8x2,auto:1:s4,auto:1:xcublas,auto:1:xwhile,auto:1
-for shape in "M 1024" "S 4096"; do
-  set -- $shape
-  echo "== $1/$2" | tee -a $LOG
-  timeout 240 $B ${!1} --batch $2 --reps 2 --out $OUT/tune_$1.json --variants $V \
-    2>&1 | grep -v Warn | summ | tee -a $LOG
-done
+variants_round tune 240 $V "M 1024" "S 4096"

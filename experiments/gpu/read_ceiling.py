@@ -15,7 +15,6 @@ TB/s counts bytes read.
 import functools
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,18 +25,14 @@ from ttc_jax.model import pallas_decode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from heads_probe import heads_attention  # noqa: E402
-
-H = 64
+from kernel_probe import timed as timed_us  # noqa: E402
 
 
 def timed(fn, *args, iters=30):
-  for _ in range(2):
-    jax.block_until_ready(fn(*args))
-  t0 = time.perf_counter()
-  for _ in range(iters):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - t0) / iters
+  """Seconds per call."""
+  return timed_us(fn, *args, iters=iters) / 1e6
+
+H = 64
 
 
 def pallas_read(x, rows, warps):

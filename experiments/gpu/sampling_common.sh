@@ -27,3 +27,15 @@ trace_summaries() {
     echo "== $n"; python3 experiments/trace_summary.py "$f" --top ${1:-16}
   done > "$OUT/traces.txt" 2>&1
 }
+
+# variants_round PREFIX TIMEOUT VARIANTS "S 4096" ["M 1024" ...]: each shape in its own
+# process with the variants side by side (2 reps), JSON to $OUT/PREFIX_<model>.json.
+variants_round() {
+  local prefix=$1 limit=$2 variants=$3; shift 3
+  for shape in "$@"; do
+    set -- $shape
+    echo "== $1/$2" | tee -a $LOG
+    timeout $limit $B ${!1} --batch $2 --reps 2 --out $OUT/${prefix}_$1.json \
+      --variants $variants 2>&1 | grep -v Warn | summ | tee -a $LOG
+  done
+}

@@ -5,9 +5,4 @@
 # (The logged call also asked for the generic Triton emitter, an option jaxlib 0.11.2 lacks.)
 source experiments/gpu/sampling_common.sh
 V=auto:1,auto:1:xhero,auto:1:xfauto,auto:1
-for shape in "S 4096" "M 1024"; do
-  set -- $shape
-  echo "== $1/$2" | tee -a $LOG
-  timeout 100 $B ${!1} --batch $2 --reps 2 --out $OUT/bench_$1.json --variants $V \
-    2>&1 | grep -v Warn | summ | tee -a $LOG
-done
+variants_round bench 100 $V "S 4096" "M 1024"

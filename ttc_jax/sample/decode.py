@@ -52,8 +52,9 @@ GPU_COMPILER_OPTIONS = {'xla_gpu_command_buffer_scheduling_mode': 'CONCURRENT'}
 class DecodeState:
   """The decode loop's state; a pytree, so it goes in and out of jit (and is donated).
 
-  cache:             {'kv'}: [L, B, 2, K, S, H] compute dtype (keys, values); slot s =
-                     position s.
+  cache:             {'kv'}: [L, B, 2, K, S', H] compute dtype (keys, values); slot s =
+                     position s. S' = cache_len, or kv_slots(cache_len) with the Pallas
+                     kernel (slots past cache_len are never used).
   tokens_BxS:        int32, prompt then generated tokens; pad (stale) past lengths_B.
   lengths_B:         int32, tokens in the row (prompt + generated).
   prompt_lengths_B:  int32, prompt tokens (so generated = lengths - prompt_lengths).

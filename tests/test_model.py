@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ttc_jax.model.config import ConfigError
 from ttc_jax.model import ModelConfig, apply, init_cache, init_params, ladder
 
 CFG = ModelConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
@@ -120,6 +121,11 @@ def test_auto_decode_attention_is_pallas_on_gpu_only(monkeypatch):
   assert transformer.decode_attention_kind(capped) == transformer.xla_decode_attention_kind(CFG)
   explicit = dataclasses.replace(CFG, decode_attention='reduce')
   assert transformer.decode_attention_kind(explicit) == 'reduce'
+  # The kernel's blocks need a power-of-two head_dim: 'auto' keeps XLA, 'pallas' is refused.
+  odd = dataclasses.replace(CFG, head_dim=12)
+  assert transformer.decode_attention_kind(odd) == transformer.xla_decode_attention_kind(odd)
+  with pytest.raises(ConfigError, match='decode_attention.*head_dim'):
+    dataclasses.replace(odd, decode_attention='pallas').validate('family')
 
 
 def test_padded_prompts_of_different_lengths(params):

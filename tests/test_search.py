@@ -7,6 +7,7 @@ something to find: with a random model every method scores ~0 and the comparison
 nothing.
 """
 
+import dataclasses
 import tempfile
 
 import jax
@@ -95,6 +96,25 @@ def test_lookahead_k0_is_beam_search(params, policy, oracle, problems):
   cols = ['problem_id', 'answer', 'correct', 'generations', 'generated_tokens',
           'verifier_tokens', 'policy_flops', 'rounds']
   pd.testing.assert_frame_equal(beam[cols], look[cols])
+
+
+def test_pallas_policy_searches_like_the_xla_policy(oracle, problems):
+  """The GPU default decode path (the Pallas kernel, interpreted here, over a KV cache
+  padded from 80 to 128 slots) gives the same beam search as the XLA attention: rows are
+  extended, scored, reordered and duplicated with the padded cache. (Random weights: the
+  kernel needs a power-of-two head_dim, which the trained CFG does not have.)"""
+  cfg = dataclasses.replace(CFG, head_dim=16)
+  weights = init_params(cfg, jax.random.key(5))
+  out = []
+  for attn in ('reduce', 'pallas'):
+    policy = Policy(dataclasses.replace(cfg, decode_attention=attn), eos_id=TOK.eos_id,
+                    step_ids=TOK.step_ids)
+    args = dict(LIMITS, key=jax.random.key(1), batch_problems=24, policy=policy,
+                temperature=0.0, **task_kwargs(TASK))
+    out.append(run_search('beam', weights, cfg, oracle, problems, 4, width=2, **args))
+  cols = ['problem_id', 'answer', 'correct', 'generations', 'generated_tokens', 'rounds']
+  pd.testing.assert_frame_equal(out[0][cols], out[1][cols])
+  assert out[1]['generated_tokens'].sum() > 0
 
 
 # ---- budgets and counts ------------------------------------------------------------------------

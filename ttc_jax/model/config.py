@@ -82,9 +82,9 @@ class ModelConfig:
   # 'reduce': float32 multiply-and-reduce fusions over the cached window; 'einsum': bf16
   # batched matrix-vector products with float32 accumulation; 'pallas': the split-K Pallas
   # kernel (model/pallas_decode.py) reading exactly each row's live prefix (interpreted,
-  # slowly, off GPU; not with soft-capping or sliding windows); 'auto': 'pallas' on a GPU
-  # where the model allows it (measured faster at every shape on an H200), else 'reduce'
-  # when every query head has its own kv head and 'einsum' for grouped queries.
+  # slowly, off GPU; power-of-two head_dim, no soft-capping or sliding windows); 'auto':
+  # 'pallas' on a GPU where the model allows it (measured faster at every shape on an H200),
+  # else 'reduce' when every query head has its own kv head and 'einsum' for grouped queries.
   decode_attention: str = 'auto'
   # Launch settings of the Pallas decode kernel, 'block_s:num_warps:num_stages[:products]'
   # (key slots per block, Triton warps, pipeline stages; products 'dot', 'reduce' or 'auto',
@@ -147,15 +147,23 @@ class ModelConfig:
     if self.decode_attention not in ('auto', 'reduce', 'einsum', 'pallas'):
       raise ConfigError(f"{key}.decode_attention must be 'auto', 'reduce', 'einsum' or "
                         f"'pallas', got {self.decode_attention!r}.")
-    if self.decode_attention == 'pallas' and (self.attn_logit_softcap or self.sliding_window):
-      raise ConfigError(f"{key}.decode_attention='pallas' supports neither attention logit "
-                        "soft-capping nor sliding windows; use 'auto'.")
+    if self.decode_attention == 'pallas' and not self.pallas_decode_ok:
+      raise ConfigError(f"{key}.decode_attention='pallas' needs a power-of-two head_dim (got "
+                        f"{self.head_dim}) and supports neither attention logit soft-capping "
+                        "nor sliding windows; use 'auto'.")
     if self.decode_kernel:
       self.decode_kernel_settings(key)
     if not isinstance(self.scan_unroll, int) or not 1 <= self.scan_unroll <= self.n_layers:
       raise ConfigError(f'{key}.scan_unroll must be an integer in [1, {key}.n_layers='
                         f'{self.n_layers}], got {self.scan_unroll!r}.')
     return self
+
+  @property
+  def pallas_decode_ok(self) -> bool:
+    """Whether the Pallas decode kernel can run this model: a power-of-two head_dim (its
+    blocks' sizes), no attention soft-capping, no sliding windows."""
+    return (self.head_dim & (self.head_dim - 1) == 0 and not self.attn_logit_softcap
+            and not self.sliding_window)
 
   def decode_kernel_settings(self, key: str = 'model') -> tuple[int, int, int, str]:
     """(block_s, num_warps, num_stages, products) of the Pallas decode kernel, from

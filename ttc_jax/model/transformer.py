@@ -166,15 +166,15 @@ def _sliding_visible(key_pos_BxS, positions_BxT, cfg: ModelConfig, sliding):
 
 def decode_attention_kind(cfg: ModelConfig) -> str:
   """The decode attention used for cfg. 'auto' is the Pallas kernel on a GPU when the model
-  has neither attention soft-capping nor sliding windows (measured on an H200 against the
-  XLA paths, sampler end to end: 1.14x at S/4096, 1.11x at M/1024, 1.12x at a 1024-token
-  context, 1.30x on the Qwen2.5-0.5B shape; experiments/bench_sampling.md); otherwise
+  allows it (`ModelConfig.pallas_decode_ok`: a power-of-two head_dim, neither attention
+  soft-capping nor sliding windows; measured on an H200 against the XLA paths, sampler end
+  to end: 1.14x at S/4096, 1.11x at M/1024, 1.12x at a 1024-token context, 1.30x on the
+  Qwen2.5-0.5B shape; experiments/bench_sampling.md); otherwise
   multiply-reduce for one query head per kv head and batched matrix-vector products for
   grouped queries (reduce 1.05x faster at G=1, einsum 2.4x faster at G=7)."""
   if cfg.decode_attention != 'auto':
     return cfg.decode_attention
-  if (jax.default_backend() == 'gpu' and not cfg.attn_logit_softcap
-      and not cfg.sliding_window):
+  if jax.default_backend() == 'gpu' and cfg.pallas_decode_ok:
     return 'pallas'
   return xla_decode_attention_kind(cfg)
 

@@ -437,7 +437,8 @@ class Sampler:
 
     prompts_PxL: int [P, L] right-padded prompts; lengths_P: their lengths in tokens.
     cache_len: S, slots per row for prompt + generated tokens (static). With the Pallas
-      kernel the KV cache gets `kv_slots(S)` slots (a few more, never used).
+      kernel the KV cache gets `kv_slots(S)` slots (up to twice S for S <= 128, else up to
+      63 more; the extra slots are never used).
     temperature, top_p, max_new_tokens (tokens), max_step_tokens (tokens), max_steps:
       scalars, [P] or [P * N] arrays; passed as arrays, so sweeping them never recompiles.
     key: a PRNG key (typed or raw uint32[2]).

@@ -49,6 +49,8 @@ _TARGET_PROGRAMS = 264
 # Measured on an H200 (experiments/gpu/heads_probe.py, window 128, every row 80 live slots):
 # 94 against 112 us at S/4096 and 76 against 89 us at M/1024 for 64-slot blocks.
 ONE_BLOCK_MAX = 128
+# block_s=0 (auto) reads longer windows in blocks of this many slots.
+LOOP_BLOCK = 64
 
 
 def _is_pow2(n: int) -> bool:
@@ -63,11 +65,21 @@ def auto_splits(batch: int, kv_heads: int, window: int, block_s: int) -> int:
 
 def auto_block(window: int) -> int:
   """block_s=0: the whole window as one block when it is a power of two of at most
-  ONE_BLOCK_MAX slots, else 64-slot blocks (or the largest power of two dividing the window,
-  if smaller)."""
+  ONE_BLOCK_MAX slots, else LOOP_BLOCK-slot blocks (or the largest power of two dividing the
+  window, if smaller)."""
   if _is_pow2(window) and window <= ONE_BLOCK_MAX:
     return window
-  return min(64, window & -window)
+  return min(LOOP_BLOCK, window & -window)
+
+
+def whole_block_window(n: int) -> int:
+  """The smallest window >= n that auto_block reads in full-size blocks: n rounded up to a
+  power of two up to ONE_BLOCK_MAX slots (one block), else to a multiple of LOOP_BLOCK. A
+  window with a small power-of-two factor (say 154 = 2 * 77) would otherwise be read 2 slots
+  at a time; a cache padded to this many slots avoids that."""
+  if n <= ONE_BLOCK_MAX:
+    return 1 << max(int(n) - 1, 0).bit_length()
+  return -(-int(n) // LOOP_BLOCK) * LOOP_BLOCK
 
 
 def _split_hi_lo(x, dtype):
@@ -112,12 +124,9 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
     start = pl.multiple_of((split + i * n_splits) * block_s, block_s)
     live_S = (start + offsets) < length  # slot `start` is always live
     rows = pl.ds(start, block_s)
-    # Masked loads: dead slots of the partial block are not fetched; zero them explicitly
-    # since a masked-off lane's value is unspecified.
-    keys = plgpu.load(k_ref.at[at(rows)], mask=live_S[:, None])
-    values = plgpu.load(v_ref.at[at(rows)], mask=live_S[:, None])
-    keys = jnp.where(live_S[:, None], keys, jnp.zeros_like(keys))
-    values = jnp.where(live_S[:, None], values, jnp.zeros_like(values))
+    # Masked loads: dead slots of the partial block are not fetched and read as zeros.
+    keys = plgpu.load(k_ref.at[at(rows)], mask=live_S[:, None], other=0.)
+    values = plgpu.load(v_ref.at[at(rows)], mask=live_S[:, None], other=0.)
     return live_S, keys, values
 
   def online_update(m, l, acc, logits, live, pv):
@@ -139,11 +148,8 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
       m_ref[g] = m
       l_ref[g] = l
 
-  if one_block:
-    live_S = offsets < length
-    rows = pl.ds(0, block_s)
-    keys_SxH = plgpu.load(k_ref.at[at(rows)], mask=live_S[:, None], other=0.)
-    values_SxH = plgpu.load(v_ref.at[at(rows)], mask=live_S[:, None], other=0.)
+  if one_block:   # one split, one block: block 0 is the whole window
+    live_S, keys_SxH, values_SxH = load_block(0)
     keys_SxH, values_SxH = keys_SxH.astype(jnp.float32), values_SxH.astype(jnp.float32)
     for g, q_H in enumerate(queries):
       logits_S = jnp.where(live_S, jnp.sum(keys_SxH * q_H[None, :], axis=1) * scale, -jnp.inf)

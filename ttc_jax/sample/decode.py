@@ -102,14 +102,11 @@ class DecodeState:
 
 
 def kv_slots(cache_len: int) -> int:
-  """Cache slots per row for the Pallas decode kernel: cache_len rounded up to a power of two
-  up to 128 slots (read as one block; at most twice the memory of a cache that small), else to
-  a multiple of 64 (64-slot blocks; at most 63 more slots). The kernel's blocks must divide
-  its window, so an unpadded cache of, say, 154 slots would be read 2 slots at a time."""
-  from ttc_jax.model.pallas_decode import ONE_BLOCK_MAX
-  if cache_len <= ONE_BLOCK_MAX:
-    return 1 << max(int(cache_len) - 1, 0).bit_length()
-  return -(-int(cache_len) // 64) * 64
+  """Cache slots per row with the Pallas decode kernel: cache_len padded so the kernel reads
+  it in full-size blocks (`pallas_decode.whole_block_window`: up to twice cache_len for
+  caches up to 128 slots, else up to 63 more slots)."""
+  from ttc_jax.model.pallas_decode import whole_block_window
+  return whole_block_window(cache_len)
 
 
 def bucket_length(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
@@ -209,11 +206,12 @@ def auto_windows(config: ModelConfig) -> int:
   return int(np.clip(48 // config.n_layers, 2, 8))
 
 
-def _windows(cache_len: int, n_windows: int) -> list[int]:
-  """Static attention windows: multiples of a chunk (of 8 slots at least) ending at S."""
-  chunk = max(8, -(-cache_len // n_windows))
+def _windows(slots: int, n_windows: int) -> list[int]:
+  """Static attention windows: multiples of a chunk (of 8 slots at least) ending at the
+  cache's `slots`."""
+  chunk = max(8, -(-slots // n_windows))
   chunk = -(-chunk // 8) * 8
-  return sorted({min(w, cache_len) for w in range(chunk, cache_len + chunk, chunk)})
+  return sorted({min(w, slots) for w in range(chunk, slots + chunk, chunk)})
 
 
 def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig, eos_id: int,
@@ -233,9 +231,8 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
   """
   b, s = state.tokens_BxS.shape
   slots_S = jnp.arange(s)
-  # One window reads the whole cache, which may have more slots than tokens (`kv_slots`).
-  windows = ([transformer.cache_slots(state.cache)] if n_windows == 1
-             else _windows(s, n_windows))
+  # Windows end at the cache's last slot, which may lie past the last token (`kv_slots`).
+  windows = _windows(transformer.cache_slots(state.cache), n_windows)
   if config.decode_unroll:
     # Per-layer weight buffers, made once per call rather than sliced from the stack each
     # step, with q/k/v and gate/up concatenated (measured on an H200: 6% faster at M/1024 and

@@ -218,3 +218,137 @@ def test_bad_inputs(change, match):
     (args if key in args else opts)[key] = value
   with pytest.raises(ValueError, match=match):
     decode_attention(args['q'], args['kv'], args['layer'], args['lengths'], **opts)
+
+
+# ---- decode_attention_append: RoPE, the cache write and attention in one kernel ----------
+WRITE = np.array([True, True, False, True])   # row 2 only reads
+
+
+def append_inputs(groups, dtype, seed):
+  """qkv [B, N + 2K, H] before RoPE, a random cache [L, B, 2, K, S, H], RoPE tables for
+  position lengths - 1 (the slot each row appends)."""
+  from ttc_jax.model import transformer
+  rng = np.random.default_rng(seed)
+  qkv = jnp.asarray(rng.standard_normal((B, K * groups + 2 * K, H), np.float32), dtype)
+  kv = jnp.asarray(rng.standard_normal((L, B, 2, K, S, H), np.float32), dtype)
+  cos, sin = transformer.rope_tables(jnp.asarray(LENGTHS - 1), H, 10_000.0)
+  return qkv, kv, cos, sin
+
+
+def rope_scatter_attend(qkv, kv, layer, groups, row_scale=None, bias=None, **opts):
+  """The unfused path: the projections scaled and offset (as the fused-weights layer does),
+  transformer.rope on q and k, a scatter of (k, v) into the writing rows' slots, then
+  decode_attention over the updated cache."""
+  from ttc_jax.model import transformer
+  n = K * groups
+  x = qkv.astype(jnp.float32)
+  x = x if row_scale is None else x * row_scale[:, None, None]
+  qkv = (x if bias is None else x + bias.astype(jnp.float32)).astype(qkv.dtype)
+  pos_Bx1 = jnp.asarray(LENGTHS - 1)[:, None]
+  rot = lambda x: transformer.rope(x[:, None], pos_Bx1, 10_000.0)[:, 0]
+  q, k, v = rot(qkv[:, :n]), rot(qkv[:, n:n + K]), qkv[:, n + K:]
+  slots = np.where(WRITE, LENGTHS - 1, S)   # out of range: dropped
+  kv = kv.at[layer, np.arange(B), :, :, slots].set(jnp.stack([k, v], axis=1), mode='drop')
+  return decode_attention(q.reshape(B, K, groups, H), kv, layer, jnp.asarray(LENGTHS),
+                          **opts), kv
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize('groups,block_s,n_splits,scaled', [
+    (1, S, 1, True), (1, BLOCK, 2, False), (4, BLOCK, 0, True), (4, S, 1, False)])
+def test_append_equals_rope_scatter_attend(dtype, groups, block_s, n_splits, scaled):
+  """One kernel = the projections' row scale and bias + RoPE of q and k + the scatter of
+  k, v + attention, for the one-block and the looping kernel, one and several splits; the
+  cache changes only in the writing rows' new slots, and the reading row (WRITE False) is
+  left untouched."""
+  from ttc_jax.model.pallas_decode import decode_attention_append
+  qkv, kv, cos, sin = append_inputs(groups, dtype, seed=7)
+  rng = np.random.default_rng(17)
+  prologue = dict(row_scale=jnp.asarray(rng.uniform(0.5, 2.0, B), jnp.float32),
+                  bias=jnp.asarray(rng.standard_normal(qkv.shape[1:]), dtype)) if scaled else {}
+  opts = dict(window=S, scale=SCALE, block_s=block_s, n_splits=n_splits)
+  for layer in (1, jnp.int32(0)):   # static, then traced
+    want_out, want_kv = rope_scatter_attend(qkv, kv, layer, groups, products='reduce',
+                                            **prologue, **opts)
+    out, new_kv = jax.jit(lambda qkv, kv, layer: decode_attention_append(
+        qkv, kv, layer, jnp.asarray(LENGTHS), jnp.asarray(WRITE), rope_cos_BxH=cos,
+        rope_sin_BxH=sin, row_scale_B=prologue.get('row_scale'),
+        bias_CxH=prologue.get('bias'), **opts))(qkv, kv, layer)
+    assert out.dtype == dtype and out.shape == (B, K, groups, H)
+    # RoPE in the kernel may round differently from XLA's by one unit in the last place.
+    np.testing.assert_allclose(np.asarray(new_kv, np.float32), np.asarray(want_kv, np.float32),
+                               rtol=1e-2 if dtype == jnp.bfloat16 else 1e-6, atol=1e-6)
+    changed = np.asarray(new_kv != kv)
+    want_changed = np.zeros(kv.shape, bool)
+    for b in np.flatnonzero(WRITE):
+      want_changed[int(layer), b, :, :, LENGTHS[b] - 1] = True
+    assert not (changed & ~want_changed).any()
+    assert changed[want_changed].mean() > 0.9   # (a random value may round to itself)
+    rows = WRITE   # the reading row attends to its new key and value without writing them
+    np.testing.assert_allclose(np.asarray(out, np.float32)[rows],
+                               np.asarray(want_out, np.float32)[rows], **TOL[dtype])
+
+
+def test_append_without_rope_and_dead_slots():
+  """Without tables the key and value go in as given; slots at or past the new one (NaN
+  here, the new slot included) are never read."""
+  from ttc_jax.model.pallas_decode import decode_attention_append
+  qkv, kv, _, _ = append_inputs(1, jnp.float32, seed=8)
+  dead = np.arange(S)[None, :] >= (LENGTHS - 1)[:, None]
+  kv_bad = np.array(kv)
+  kv_bad[1][dead[:, None, None, :, None].repeat(2, 1).repeat(K, 2).repeat(H, 4)] = np.nan
+  out, new_kv = decode_attention_append(qkv, jnp.asarray(kv_bad), 1, jnp.asarray(LENGTHS),
+                                        jnp.ones(B, bool), window=S, scale=SCALE)
+  k_new, v_new = qkv[:, K:2 * K], qkv[:, 2 * K:]
+  np.testing.assert_array_equal(np.asarray(new_kv)[1, np.arange(B), 0, :, LENGTHS - 1], k_new)
+  np.testing.assert_array_equal(np.asarray(new_kv)[1, np.arange(B), 1, :, LENGTHS - 1], v_new)
+  want = reference(qkv[:, :K, None], new_kv[:, :, 0], new_kv[:, :, 1], 1, LENGTHS)
+  check(out, qkv[:, :K, None], want)
+
+
+@pytest.mark.parametrize('block_s', [64, 128])
+def test_append_lowers_to_triton_for_cuda(monkeypatch, block_s):
+  """The appending kernel (one block, and a 64-slot loop; with row scale, bias and RoPE)
+  lowers for a CUDA target."""
+  from jax._src.pallas.triton import gpu_info
+  from ttc_jax.model.pallas_decode import decode_attention_append
+  monkeypatch.setattr(gpu_info, 'get_gpu_info', lambda: gpu_info.GpuInfo(
+      gpu_version=None, arch_name='9.0', compute_capability=90))
+  b, k, s, h, n_layers = 8, 2, 128, 64, 2
+  spec = jax.ShapeDtypeStruct
+  args = (spec((b, 3 * k, h), jnp.bfloat16), spec((n_layers, b, 2, k, s, h), jnp.bfloat16),
+          spec((b,), jnp.int32), spec((b,), jnp.bool_), spec((b, h), jnp.float32),
+          spec((b, h), jnp.float32), spec((b,), jnp.float32), spec((3 * k, h), jnp.bfloat16))
+  for layer in (1, spec((), jnp.int32)):
+    fn = lambda qkv, kv, ln, wr, cos, sin, scale, bias, *lay: decode_attention_append(
+        qkv, kv, lay[0] if lay else 1, ln, wr, rope_cos_BxH=cos, rope_sin_BxH=sin,
+        row_scale_B=scale, bias_CxH=bias, window=s, scale=0.125, block_s=block_s,
+        interpret=False)
+    try:
+      jax.export.export(jax.jit(fn), platforms=['cuda'])(
+          *args, *(() if isinstance(layer, int) else (layer,)))
+    except ValueError as e:
+      if 'custom call safety check' not in str(e):
+        raise
+
+
+@pytest.mark.parametrize('change,match', [
+    (dict(qkv=jnp.zeros((B, 3 * K + 1, H))), 'qkv_BxCxH'),
+    (dict(qkv=jnp.zeros((B, 3 * K, 2 * H))), 'qkv_BxCxH'),
+    (dict(write=jnp.ones((B + 1,), bool)), 'write_B'),
+    (dict(rope_cos_BxH=jnp.zeros((B, H))), 'rope_cos_BxH'),
+    (dict(rope_cos_BxH=jnp.zeros((B, H // 2)), rope_sin_BxH=jnp.zeros((B, H // 2))),
+     'rope_cos_BxH'),
+    (dict(window=S + 1), 'window'),
+    (dict(row_scale_B=jnp.ones((B, 1))), 'row_scale_B'),
+    (dict(bias_CxH=jnp.ones((3 * K, H + 1))), 'bias_CxH'),
+])
+def test_append_bad_inputs(change, match):
+  from ttc_jax.model.pallas_decode import decode_attention_append
+  qkv, kv, _, _ = append_inputs(1, jnp.float32, seed=9)
+  args = dict(qkv=qkv, write=jnp.ones((B,), bool))
+  opts = dict(window=S, scale=SCALE)
+  for key, value in change.items():
+    (args if key in args else opts)[key] = value
+  with pytest.raises(ValueError, match=match):
+    decode_attention_append(args['qkv'], kv, 0, jnp.asarray(LENGTHS), args['write'], **opts)

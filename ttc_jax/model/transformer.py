@@ -97,17 +97,6 @@ def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float,
   return out.astype(x_BxTxNxH.dtype)
 
 
-def rope_tables(positions_B: jax.Array, head_dim: int, theta: float,
-                scaling=None) -> tuple[jax.Array, jax.Array]:
-  """[B, H] float32 (cos, sin) tables rotating one position per row, for kernels that
-  apply `rope` as x * cos + swap_halves(x) * sin: both halves of cos hold cos(angle), sin's
-  first half -sin(angle) and its second half sin(angle) (same angles as `rope`)."""
-  freqs = jnp.asarray(rope_frequencies(head_dim, theta, scaling))
-  ang_BxH2 = positions_B[:, None].astype(jnp.float32) * freqs
-  cos, sin = jnp.cos(ang_BxH2), jnp.sin(ang_BxH2)
-  return jnp.concatenate([cos, cos], axis=-1), jnp.concatenate([-sin, sin], axis=-1)
-
-
 def _rms_scale(x_BxTxD, cfg: ModelConfig) -> jax.Array:
   """[B, T, 1] float32 rsqrt(mean(x^2) + eps): RMSNorm without its gain."""
   x32 = x_BxTxD.astype(jnp.float32)
@@ -190,28 +179,6 @@ def decode_attention_kind(cfg: ModelConfig) -> str:
   return xla_decode_attention_kind(cfg)
 
 
-def appends_in_kernel(cfg: ModelConfig, window: int | None, t: int) -> bool:
-  """Whether a decode step of T=t tokens over `window` slots gives the step's RoPE, cache
-  write and attention to one Pallas kernel (`pallas_decode.decode_attention_append`): the
-  Pallas kernel in use, one token per row, and multiply-reduce products (for grouped queries
-  over a 16-bit cache the kernel's tensor-core dots are kept, with RoPE and the cache write
-  in XLA)."""
-  if window is None or t != 1 or decode_attention_kind(cfg) != 'pallas':
-    return False
-  from ttc_jax.model import pallas_decode
-  block, _, _, products = _kernel_settings(cfg, window)
-  return not pallas_decode.uses_dots(cfg.n_heads // cfg.n_kv_heads, cfg.jnp_dtype,
-                                     block or pallas_decode.auto_block(window),
-                                     cfg.head_dim, products)
-
-
-def _kernel_settings(cfg: ModelConfig, window: int) -> tuple[int, int, int, str]:
-  """cfg.decode_kernel_settings() for this window: block_s 0 (automatic) or the configured
-  block, capped at the largest power of two dividing the window."""
-  block, warps, stages, products = cfg.decode_kernel_settings()
-  return (min(block, window & -window) if block else 0), warps, stages, products
-
-
 def xla_decode_attention_kind(cfg: ModelConfig) -> str:
   """'auto' without the Pallas kernel: 'reduce' for one query head per kv head, else
   'einsum'."""
@@ -248,8 +215,9 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
     from ttc_jax.model import pallas_decode
     # Row b attends to slots [0, position + 1): the live prefix, read in place.
     lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
-    # block 0: automatic (pallas_decode.auto_block); else a power of two dividing the window.
-    block, warps, stages, products = _kernel_settings(cfg, window)
+    block, warps, stages, products = cfg.decode_kernel_settings()
+    # 0: automatic (pallas_decode.auto_block); else a power of two dividing the window.
+    block = min(block, window & -window) if block else 0
     o_BxKxGxH = pallas_decode.decode_attention(
         q_BxTxKxGxH[:, 0], new_cache['kv'], layer, lengths_B, window=window,
         scale=scale, block_s=block, num_warps=warps, num_stages=stages,
@@ -279,24 +247,6 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   return o, new_cache
 
 
-def _append_attend(qkv_BxCxH, row_scale_B, bias_CxH, cache, layer, positions_B, write_B,
-                   window, cfg: ModelConfig):
-  """The decode step's attention when `appends_in_kernel`: one Pallas kernel takes the
-  projections as the matmul leaves them (qkv [B, N + 2K, H]; the row scale and bias, when
-  given, are applied in it), rotates the query and key, writes the key and value to slot
-  positions_B[b] of layer `layer` (rows with write_B False write nothing) and attends to
-  slots [0, position + 1). Returns (attention output [B, 1, K, G, H], updated cache)."""
-  from ttc_jax.model import pallas_decode
-  block, warps, stages, _ = _kernel_settings(cfg, window)
-  cos_BxH, sin_BxH = rope_tables(positions_B, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-  o_BxKxGxH, kv = pallas_decode.decode_attention_append(
-      qkv_BxCxH, cache['kv'], layer, jnp.clip(positions_B + 1, 1, window), write_B,
-      window=window, scale=attention_scale(cfg), row_scale_B=row_scale_B, bias_CxH=bias_CxH,
-      rope_cos_BxH=cos_BxH, rope_sin_BxH=sin_BxH, block_s=block, num_warps=warps,
-      num_stages=stages)
-  return o_BxKxGxH[:, None], {'kv': kv}
-
-
 class Block(nn.Module):
   """One pre-norm layer. Called through nn.scan: (x, aux) carry, per-layer cache slice.
 
@@ -322,10 +272,6 @@ class Block(nn.Module):
     k_heads, g = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads
     b, t, _ = x_BxTxD.shape
 
-    # One Pallas kernel may take the step's projections as they are and do the rest (its row
-    # scale and bias, RoPE, the cache write, attention): no XLA kernels between the matmul
-    # and attention.
-    append = appends_in_kernel(cfg, self.window, t)
     if self.fused:
       # RMSNorm(x) @ W = r * (x @ (gain * W)) with r = rsqrt(mean(x^2) + eps) per row: the
       # gain is folded into W (`_fuse_layer`) and r scales the product, so no normalised copy
@@ -333,31 +279,21 @@ class Block(nn.Module):
       # M/1024; XLA fuses the sum of squares with the residual add before it).
       n_qkv = cfg.n_heads + 2 * k_heads
       qkv = _dense(cfg, (n_qkv, cfg.head_dim), 'qkv')(x_BxTxD)
-      r_BxTx1 = _rms_scale(x_BxTxD, cfg)
-      bias = (self.param('qkv_bias', nn.initializers.zeros, (n_qkv, cfg.head_dim),
-                         cfg.jnp_param_dtype) if cfg.qkv_bias else None)
-      if append:
-        prologue = (r_BxTx1[:, 0, 0], bias)
-      else:
-        qkv = qkv.astype(jnp.float32) * r_BxTx1[..., None]
-        if bias is not None:
-          qkv = qkv + bias.astype(jnp.float32)
-        qkv = qkv.astype(cfg.jnp_dtype)
-        q, k, v = jnp.split(qkv, [cfg.n_heads, cfg.n_heads + k_heads], axis=2)
+      qkv = qkv.astype(jnp.float32) * _rms_scale(x_BxTxD, cfg)[..., None]
+      if cfg.qkv_bias:
+        qkv = qkv + self.param('qkv_bias', nn.initializers.zeros, (n_qkv, cfg.head_dim),
+                               cfg.jnp_param_dtype).astype(jnp.float32)
+      q, k, v = jnp.split(qkv.astype(cfg.jnp_dtype), [cfg.n_heads, cfg.n_heads + k_heads],
+                          axis=2)
     else:
       h = RMSNorm(cfg, name='attn_norm')(x_BxTxD)
       q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
       k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
       v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
-      qkv, prologue = jnp.concatenate([q, k, v], axis=2) if append else None, (None, None)
-    if not append:
-      q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
-      k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
+    q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
+    k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
 
-    if append:
-      o, new_cache = _append_attend(qkv[:, 0], *prologue, full_cache, layer,
-                                    positions_BxT[:, 0], write_B, self.window, cfg)
-    elif self.window is not None:
+    if self.window is not None:
       q = q.reshape(b, t, k_heads, g, cfg.head_dim)
       o, new_cache = _windowed_attend(q, k, v, full_cache, layer, positions_BxT, write_B,
                                       self.window, cfg)

@@ -19,39 +19,47 @@ import re
 import sys
 
 
+def operand_shapes(operands: str, scope: str) -> list[str]:
+  """Shapes of an instruction's operands: printed with them, or else looked up by name among
+  the definitions in `scope` (HLO text)."""
+  shapes = re.findall(r'\w+\[[\d,]*\]', operands)
+  if shapes:
+    return shapes
+  for name in re.findall(r'%?([\w.\-]+)', operands):
+    m = re.search(rf'%?{re.escape(name)} = (\w+\[[\d,]*\])', scope)
+    if m:
+      shapes.append(m.group(1))
+  return shapes
+
+
 def hlo_gemms(dump_dir: str) -> dict:
-  """{fusion name: (shape text, dot dims text, config text)} over the after-optimisation HLO
-  modules of the dump whose name mentions decode."""
+  """{name: (output shape, operand shapes, config)} for the GEMM fusions and cuBLAS calls of
+  the after-optimisation HLO modules of the dump whose name mentions decode. The config is
+  the Triton fusion's output tile, stages and warps, or 'cuBLAS'."""
   out = {}
-  files = sorted(glob.glob(f'{dump_dir}/*decode*after_optimizations.txt'))
-  for path in files:
+  for path in sorted(glob.glob(f'{dump_dir}/*decode*after_optimizations.txt')):
     text = open(path).read()
-    comps = {}
-    for m in re.finditer(r'^(%?[\w.\-]+) (?:\([^\n]*\) -> [^\n]*)?\{\n(.*?)\n\}', text, re.M | re.S):
-      comps[m.group(1).lstrip('%')] = m.group(2)
+    comps = {m.group(1).lstrip('%'): m.group(2) for m in re.finditer(
+        r'^(%?[\w.\-]+) (?:\([^\n]*\) -> [^\n]*)?\{\n(.*?)\n\}', text, re.M | re.S)}
     for line in text.splitlines():
-      m = re.match(r'\s*(?:ROOT )?%?(gemm_fusion_dot[\w.]*) = (\S+) fusion\(.*calls=%?([\w.\-]+)',
-                   line)
+      m = re.match(r'\s*(?:ROOT )?%?(gemm_fusion_dot[\w.]*) = (\w+\[[\d,]*\])\S* fusion\(.*'
+                   r'calls=%?([\w.\-]+)', line)
       if m:
         body = comps.get(m.group(3), '')
-        cfg = re.search(r'"triton_gemm_config":\{([^}]*)\}', line)
         ops = re.search(r'= \S+ dot\(([^)]*)\)', body)
-        operand_shapes = []
-        if ops:   # operands printed with their types, else looked up by name in the body
-          operand_shapes = re.findall(r'\w+\[[\d,]*\]', ops.group(1))
-          if not operand_shapes:
-            for name in re.findall(r'%?([\w.\-]+)', ops.group(1)):
-              sm = re.search(rf'%?{re.escape(name)} = (\S+) ', body)
-              if sm:
-                operand_shapes.append(sm.group(1).split('{')[0])
-        out[m.group(1)] = (m.group(2).split('{')[0], ' x '.join(operand_shapes),
-                           cfg.group(1) if cfg else '')
+        tiles = re.search(r'"output_tiles":\[\{"sizes":\["(\d+)","(\d+)"\]', line)
+        stages = re.search(r'"num_stages":"?(\d+)', line)
+        warps = re.search(r'"num_warps":"?(\d+)', line)
+        cfg = ' '.join(x for x in (
+            tiles and f'tile {tiles.group(1)}x{tiles.group(2)}',
+            stages and f'stages {stages.group(1)}', warps and f'warps {warps.group(1)}') if x)
+        out[m.group(1)] = (m.group(2), ' x '.join(operand_shapes(ops.group(1), body) if ops
+                                                  else []), cfg)
         continue
       m = re.match(r'\s*(?:ROOT )?%?([\w.\-]+) = \(?(\w+\[[\d,]*\])[^=]*? custom-call\((.*?)\), '
-                   r'custom_call_target="__cublas\$gemm"', line)
+                   r'custom_call_target="__cublas\$[\w$]*"', line)
       if m:
-        out[m.group(1)] = (m.group(2).split('{')[0],
-                           ' x '.join(re.findall(r'\w+\[[\d,]*\]', m.group(3))), 'cuBLAS')
+        out[m.group(1)] = (m.group(2), ' x '.join(operand_shapes(m.group(3), text)), 'cuBLAS')
   return out
 
 

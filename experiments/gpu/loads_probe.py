@@ -12,8 +12,7 @@ slots, and lengths uniform in [33, 128]):
   flight together by construction;
 - `k_then_v`: the values' load made to depend on the keys' softmax (its mask includes a
   test of the row maximum), so it is issued only after the keys' math.
-With XLA_FLAGS=--xla_dump_to=DIR the kernels' PTX can be read back for ptxas -v (see
-gemm_round.sh). GB/s counts live bytes.
+GB/s counts live bytes.
 """
 
 import functools

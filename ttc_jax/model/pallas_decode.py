@@ -265,7 +265,7 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
     raise ValueError(f'head dim H={head_dim} of kv_LxBx2xKxSxH must be a power of two')
   if not isinstance(window, int) or not 1 <= window <= slots:
     raise ValueError(f'window={window!r} must be an int in [1, S={slots}]')
-  if isinstance(block_s, int) and block_s == 0 and isinstance(window, int) and window >= 1:
+  if isinstance(block_s, int) and block_s == 0:   # (the window is checked above)
     block_s = auto_block(window)
   if not isinstance(block_s, int) or not _is_pow2(block_s):
     raise ValueError(f'block_s={block_s!r} must be a power of two (or 0: automatic)')

@@ -13,11 +13,14 @@ TINY = ['--d-model', '32', '--layers', '1', '--heads', '2', '--head-dim', '16', 
 
 
 def test_parse_variant():
-  assert bench.parse_variant('pallas:1:s4:k32x2x3:xnocb') == {
+  assert bench.parse_variant('pallas:1:s4:k32x2x3:exla:xnocb') == {
       'decode_attention': 'pallas', 'decode_unroll': True, 'n_windows': 0,
-      'steps_per_loop': 4, 'decode_kernel': '32:2:3',
+      'steps_per_loop': 4, 'decode_kernel': '32:2:3', 'decode_step_kernels': 'xla',
       'xla_options': {'xla_gpu_enable_command_buffer': ''}}
   assert bench.parse_variant('reduce:0:w4')['n_windows'] == 4
+  assert bench.parse_variant('auto:1')['decode_step_kernels'] == 'auto'
+  with pytest.raises(ValueError, match="'etriton'"):
+    bench.parse_variant('auto:1:etriton')
   with pytest.raises(ValueError, match="'q7'"):
     bench.parse_variant('auto:1:q7')
   with pytest.raises(ValueError, match="'xnone'"):

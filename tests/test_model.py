@@ -72,6 +72,46 @@ def test_decode_fast_path_equals_full_forward(params, attn, unroll, split):
   assert not np.array_equal(after['kv'][:, 0], cache['kv'][:, 0])
 
 
+@pytest.mark.parametrize('family', ['llama', 'qwen2_gelu'])
+def test_step_kernels_equal_xla_fusions(family):
+  """decode_step_kernels='pallas' (pallas_step's kernels, interpreted here) decodes like XLA's
+  fusions: the same logits and cache at every step, frozen rows untouched; and with the
+  Pallas attention it still equals the full pass. 'qwen2_gelu' adds q/k/v biases, Gemma's
+  norm offset, tanh-GELU and Llama-3 RoPE scaling."""
+  from ttc_jax.model.transformer import apply_decode, split_layers, uses_step_kernels
+  cfg = CFG
+  if family != 'llama':
+    cfg = dataclasses.replace(CFG, qkv_bias=True, norm_offset=1.0, activation='gelu_tanh',
+                              rope_scaling=(8.0, 1.0, 4.0, 16))
+  params = init_params(cfg, jax.random.key(11))
+  params['layers'] = jax.tree.map(
+      lambda x: x + 0.1 * jax.random.normal(jax.random.key(12), x.shape), params['layers'])
+  fused = split_layers(params, fuse=True, config=cfg)
+  xla = dataclasses.replace(cfg, decode_attention='reduce', decode_step_kernels='xla')
+  kern = dataclasses.replace(xla, decode_step_kernels='pallas')
+  assert not uses_step_kernels(xla) and uses_step_kernels(kern)
+  assert not uses_step_kernels(CFG)   # 'auto' on a CPU: the Pallas attention does not run
+  b, t = 4, 9
+  toks = jax.random.randint(jax.random.key(13), (b, t), 0, cfg.vocab_size)
+  cache = init_cache(cfg, b)
+  _, cache = apply(params, toks[:, :4], _positions(b, 4), cache, config=cfg)
+  caches = {'xla': cache, 'pallas': cache}
+  write = jnp.array([True, False, True, True])
+  for i in range(4, t):
+    logits = {}
+    for name, c in (('xla', xla), ('pallas', kern)):
+      logits[name], caches[name] = apply_decode(
+          fused, toks[:, i:i + 1], jnp.full((b, 1), i), caches[name], write, config=c,
+          window=16)
+    # float32 model: the two sum the squares in different orders (rounding-level changes)
+    np.testing.assert_allclose(logits['pallas'], logits['xla'], atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(caches['pallas']['kv'], caches['xla']['kv'], atol=2e-6,
+                               rtol=1e-5)
+  np.testing.assert_array_equal(caches['pallas']['kv'][:, 1], cache['kv'][:, 1])
+  both = dataclasses.replace(kern, decode_attention='pallas')
+  _decode_matches_full_pass(params, cfg, fused, both, 2, 8, 4, seed=14)
+
+
 def test_fused_projections_keep_qkv_biases():
   """split_layers(fuse=True) concatenates q/k/v biases with their kernels (Qwen-style models):
   the fused decode path still equals the full pass."""

@@ -92,6 +92,11 @@ class ModelConfig:
   # to 128 slots, else 64), 4 warps, 2 stages, 'auto' products: the fastest measured ('dot'
   # for one query head per kv head measured 30% slower alone on an H200).
   decode_kernel: str = ''
+  # The decode step's elementwise work around the matmuls of a fused-weights layer (each
+  # pre-norm's row scale; the q/k/v bias and RoPE with the cache write; SwiGLU): 'pallas' as
+  # two Pallas kernels (model/pallas_step.py, interpreted off GPU), 'xla' as XLA's fusions,
+  # 'auto' the Pallas kernels wherever the Pallas decode attention runs.
+  decode_step_kernels: str = 'auto'
   # True: the sampler gives each layer its own weight buffers (`split_layers`) and unrolls the
   # layers; False: a layer scan over the stacked weights (compiles faster).
   decode_unroll: bool = True
@@ -153,6 +158,12 @@ class ModelConfig:
                         "nor sliding windows; use 'auto'.")
     if self.decode_kernel:
       self.decode_kernel_settings(key)
+    if self.decode_step_kernels not in ('auto', 'pallas', 'xla'):
+      raise ConfigError(f"{key}.decode_step_kernels must be 'auto', 'pallas' or 'xla', got "
+                        f'{self.decode_step_kernels!r}.')
+    if self.decode_step_kernels == 'pallas' and self.head_dim & (self.head_dim - 1):
+      raise ConfigError(f"{key}.decode_step_kernels='pallas' needs a power-of-two head_dim, "
+                        f'got {self.head_dim}.')
     if not isinstance(self.scan_unroll, int) or not 1 <= self.scan_unroll <= self.n_layers:
       raise ConfigError(f'{key}.scan_unroll must be an integer in [1, {key}.n_layers='
                         f'{self.n_layers}], got {self.scan_unroll!r}.')

@@ -97,6 +97,17 @@ def rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, theta: float,
   return out.astype(x_BxTxNxH.dtype)
 
 
+def rope_tables(positions_B: jax.Array, head_dim: int, theta: float,
+                scaling=None) -> tuple[jax.Array, jax.Array]:
+  """[B, H] float32 (cos, sin) tables rotating one position per row, for kernels that
+  apply `rope` as x * cos + swap_halves(x) * sin: both halves of cos hold cos(angle), sin's
+  first half -sin(angle) and its second half sin(angle) (the angles of `rope`)."""
+  freqs = jnp.asarray(rope_frequencies(head_dim, theta, scaling))
+  ang_BxH2 = positions_B[:, None].astype(jnp.float32) * freqs
+  cos, sin = jnp.cos(ang_BxH2), jnp.sin(ang_BxH2)
+  return jnp.concatenate([cos, cos], axis=-1), jnp.concatenate([-sin, sin], axis=-1)
+
+
 def _rms_scale(x_BxTxD, cfg: ModelConfig) -> jax.Array:
   """[B, T, 1] float32 rsqrt(mean(x^2) + eps): RMSNorm without its gain."""
   x32 = x_BxTxD.astype(jnp.float32)
@@ -179,6 +190,21 @@ def decode_attention_kind(cfg: ModelConfig) -> str:
   return xla_decode_attention_kind(cfg)
 
 
+def uses_step_kernels(cfg: ModelConfig) -> bool:
+  """Whether a fused-weights layer's decode step (one token per row) runs its elementwise
+  work as the Pallas kernels of `pallas_step` (`ModelConfig.decode_step_kernels`; 'auto':
+  wherever the Pallas decode attention runs)."""
+  if cfg.decode_step_kernels == 'auto':
+    return decode_attention_kind(cfg) == 'pallas'
+  return cfg.decode_step_kernels == 'pallas'
+
+
+def _sum_squares(x_BxTxD) -> jax.Array:
+  """[B, T] float32 sum of x^2 over the model dim (what `_rms_scale` averages)."""
+  x32 = x_BxTxD.astype(jnp.float32)
+  return jnp.sum(x32 * x32, axis=-1)
+
+
 def xla_decode_attention_kind(cfg: ModelConfig) -> str:
   """'auto' without the Pallas kernel: 'reduce' for one query head per kv head, else
   'einsum'."""
@@ -186,7 +212,7 @@ def xla_decode_attention_kind(cfg: ModelConfig) -> str:
 
 
 def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_BxT,
-                     write_B, window, cfg: ModelConfig):
+                     write_B, window, cfg: ModelConfig, written: bool = False):
   """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache.
 
   The whole [L, B, 2, K, S, H] cache is carried through the layers, so the new keys and
@@ -194,7 +220,7 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   write_B False write nothing (their scatter index is out of range and dropped), so a
   finished row's cache is never touched. Only the first `window` slots are read (for each
   row and kv head one contiguous block): the caller guarantees every written position is
-  below it.
+  below it. written: the new keys and values are already in the cache (`k`, `v` unused).
   Returns (attention output [B, T, K, G, H], updated cache).
   """
   b, t = positions_BxT.shape
@@ -208,9 +234,12 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
   # Advanced indices around slices: the indexed view is [B, T, 2, K, H], the update's shape.
   # Indices are unique (one row, distinct slots), so the scatter needs no atomics.
   kv_Lx2 = cache['kv']
-  new_BxTx2xKxH = jnp.stack([k_BxTxKxH, v_BxTxKxH], axis=2).astype(kv_Lx2.dtype)
-  new_cache = {'kv': kv_Lx2.at[layer, rows_Bx1, :, :, slots_BxT].set(
-      new_BxTx2xKxH, mode='drop', unique_indices=True)}
+  if written:
+    new_cache = cache
+  else:
+    new_BxTx2xKxH = jnp.stack([k_BxTxKxH, v_BxTxKxH], axis=2).astype(kv_Lx2.dtype)
+    new_cache = {'kv': kv_Lx2.at[layer, rows_Bx1, :, :, slots_BxT].set(
+        new_BxTx2xKxH, mode='drop', unique_indices=True)}
   if kind == 'pallas':
     from ttc_jax.model import pallas_decode
     # Row b attends to slots [0, position + 1): the live prefix, read in place.
@@ -272,7 +301,26 @@ class Block(nn.Module):
     k_heads, g = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads
     b, t, _ = x_BxTxD.shape
 
-    if self.fused:
+    # The decode step's elementwise work as Pallas kernels (`pallas_step`): the q/k/v scale,
+    # bias and RoPE with the cache write in one, SwiGLU with its scale in another.
+    step_kernels = (self.fused and self.window is not None and t == 1
+                    and uses_step_kernels(cfg))
+    written = False
+    if step_kernels:
+      from ttc_jax.model import pallas_step
+      n_qkv = cfg.n_heads + 2 * k_heads
+      qkv = _dense(cfg, (n_qkv, cfg.head_dim), 'qkv')(x_BxTxD)
+      bias = (self.param('qkv_bias', nn.initializers.zeros, (n_qkv, cfg.head_dim),
+                         cfg.jnp_param_dtype) if cfg.qkv_bias else None)
+      cos, sin = rope_tables(positions_BxT[:, 0], cfg.head_dim, cfg.rope_theta,
+                             cfg.rope_scaling)
+      q, kv = pallas_step.qkv_append(
+          qkv[:, 0], full_cache['kv'], layer, positions_BxT[:, 0], write_B,
+          sumsq_B=_sum_squares(x_BxTxD)[:, 0], d_model=cfg.d_model, eps=cfg.norm_eps,
+          bias_CxH=bias, rope_cos_BxH=cos, rope_sin_BxH=sin)
+      q, k, v = q[:, None], None, None
+      full_cache, written = {'kv': kv}, True
+    elif self.fused:
       # RMSNorm(x) @ W = r * (x @ (gain * W)) with r = rsqrt(mean(x^2) + eps) per row: the
       # gain is folded into W (`_fuse_layer`) and r scales the product, so no normalised copy
       # of x is written (measured on an H200 in one process: +1.2% at S/4096, equal at
@@ -290,13 +338,14 @@ class Block(nn.Module):
       q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
       k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
       v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
-    q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
-    k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
+    if not written:
+      q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
+      k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
 
     if self.window is not None:
       q = q.reshape(b, t, k_heads, g, cfg.head_dim)
       o, new_cache = _windowed_attend(q, k, v, full_cache, layer, positions_BxT, write_B,
-                                      self.window, cfg)
+                                      self.window, cfg, written=written)
     elif cache_l is None:
       keys, values = k, v
       key_pos_BxS = positions_BxT
@@ -335,14 +384,21 @@ class Block(nn.Module):
     x_BxTxD = x_BxTxD + o
 
     act = nn.silu if cfg.activation == 'silu' else (lambda z: nn.gelu(z, approximate=True))
-    if self.fused:   # the MLP norm as a row scale too, on both halves of the product
+    if step_kernels:
+      gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD)
+      h = pallas_step.swiglu(gate_up[:, 0], sumsq_B=_sum_squares(x_BxTxD)[:, 0],
+                             d_model=cfg.d_model, eps=cfg.norm_eps,
+                             activation=cfg.activation)[:, None]
+    elif self.fused:   # the MLP norm as a row scale too, on both halves of the product
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD).astype(jnp.float32)
       gate, up = jnp.split(gate_up * _rms_scale(x_BxTxD, cfg), 2, axis=-1)
+      h = (act(gate) * up).astype(cfg.jnp_dtype)
     else:
       h = RMSNorm(cfg, name='mlp_norm')(x_BxTxD)
       gate = _dense(cfg, cfg.d_ff, 'gate')(h)
       up = _dense(cfg, cfg.d_ff, 'up')(h)
-    m = _dense(cfg, cfg.d_model, 'down')((act(gate) * up).astype(cfg.jnp_dtype))
+      h = (act(gate) * up).astype(cfg.jnp_dtype)
+    m = _dense(cfg, cfg.d_model, 'down')(h)
     if cfg.post_norms:
       m = RMSNorm(cfg, name='mlp_post_norm')(m)
     x_BxTxD = x_BxTxD + m

@@ -100,18 +100,20 @@ XLA_PRESETS = {
 
 
 def parse_variant(spec: str) -> dict:
-  """'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES][:xPRESET...]' -> decode settings.
+  """'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES][:eKIND][:xPRESET...]' -> decode settings.
 
   attn: decode_attention ('auto', 'reduce', 'einsum', 'pallas'); unroll: 1 or 0; wN: N
   attention windows (XLA attention only), sN: N decode steps per loop iteration (0 or
   absent: the sampler's); k...: the Pallas kernel's launch settings
-  (ModelConfig.decode_kernel), e.g. k64x4x2; xNAME: XLA options from XLA_PRESETS for the
-  sampler's functions (several merge), e.g. xnocb.
+  (ModelConfig.decode_kernel), e.g. k64x4x2; eKIND: the step's elementwise kernels
+  (ModelConfig.decode_step_kernels: eauto, epallas, exla); xNAME: XLA options from XLA_PRESETS
+  for the sampler's functions (several merge), e.g. xnocb.
   """
   attn, _, rest = spec.partition(':')
   parts = rest.split(':') if rest else []
   out = {'decode_attention': attn, 'decode_unroll': (parts[0] if parts else '1') != '0',
-         'n_windows': 0, 'steps_per_loop': 0, 'decode_kernel': '', 'xla_options': {}}
+         'n_windows': 0, 'steps_per_loop': 0, 'decode_kernel': '',
+         'decode_step_kernels': 'auto', 'xla_options': {}}
   for part in parts[1:]:
     tag, value = part[:1], part[1:]
     if tag == 'w' and value.isdigit():
@@ -120,11 +122,14 @@ def parse_variant(spec: str) -> dict:
       out['steps_per_loop'] = int(value)
     elif tag == 'k' and len(value.split('x')) in (3, 4):
       out['decode_kernel'] = value.replace('x', ':')
+    elif tag == 'e' and value in ('auto', 'pallas', 'xla'):
+      out['decode_step_kernels'] = value
     elif tag == 'x' and value in XLA_PRESETS:
       out['xla_options'].update(XLA_PRESETS[value])
     else:
       raise ValueError(f'--variants: cannot read {part!r} in {spec!r} (expected wN, sN, '
-                       f'kBLOCKxWARPSxSTAGES or x followed by one of {sorted(XLA_PRESETS)})')
+                       f'kBLOCKxWARPSxSTAGES, eauto / epallas / exla, or x followed by one '
+                       f'of {sorted(XLA_PRESETS)})')
   return out
 
 
@@ -258,7 +263,8 @@ def main(argv=None) -> dict:
     for i, (spec, var) in enumerate(variants):
       vcfg = dataclasses.replace(cfg, decode_attention=var['decode_attention'],
                                  decode_unroll=var['decode_unroll'],
-                                 decode_kernel=var['decode_kernel']).validate()
+                                 decode_kernel=var['decode_kernel'],
+                                 decode_step_kernels=var['decode_step_kernels']).validate()
       trace = (os.path.join(args.trace, f'{args.name}_{batch}' + (f'_v{i}' if i else ''))
                if args.trace else None)
       try:

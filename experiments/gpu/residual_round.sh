@@ -1,5 +1,7 @@
 #!/bin/bash
-# One device call: pallas_step's kernels (now with `residual`) checked and timed against XLA;
+# One device call, logged in results/h200_2026-11-29j/residual on the tree of commit a81f24d
+# (a `residual` kernel for both residual adds, since removed): pallas_step's kernels checked
+# and timed against XLA;
 # the sampler with the residual kernel (this tree) against the previous commit (cmp_base/
 # ttc_old, without it) in one process; M/1024 variants (cuBLAS for every GEMM, 4 steps per
 # loop iteration) and a traced decode of the default.

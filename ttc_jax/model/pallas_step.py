@@ -13,7 +13,6 @@ computes with the residual add) and forming the scale itself:
 
   q, cache = qkv_append(qkv, cache, layer, slots, write, sumsq_B=ss, ...)
   h = swiglu(gate_up, sumsq_B=ss, ...)
-  x, ss = residual(x, y)     # the residual add, with the sum of squares for the next norm
 
 Both round like the XLA path they replace (each intermediate the model rounds to its compute
 dtype is rounded here too), so they differ from it only by the GPU's float32 transcendental
@@ -281,80 +280,6 @@ def reference_qkv_append(qkv_BxCxH, kv_LxBx2xKxSxH, layer, slots_B, write_B, *,
   new = jnp.stack([k, v], axis=1).astype(kv_LxBx2xKxSxH.dtype)   # [B, 2, K, H]
   cache = kv_LxBx2xKxSxH.at[layer, jnp.arange(batch), :, :, slot_B].set(new, mode='drop')
   return q.reshape(batch, kv_heads, n_heads // kv_heads, head_dim), cache
-
-
-# ----------------------------------------------------------------------------- residual
-
-
-def _pow2_chunks(n: int) -> list[tuple[int, int]]:
-  """(offset, size) of power-of-two pieces covering [0, n), largest first (768: 512, 256)."""
-  out, offset = [], 0
-  for bit in reversed(range(n.bit_length())):
-    if n & (1 << bit):
-      out.append((offset, 1 << bit))
-      offset += 1 << bit
-  return out
-
-
-def _residual_kernel(x_ref, y_ref, out_ref, ss_ref):
-  """Rows' x + y rounded to the output dtype, and the sum of squares of what was stored."""
-  total = None
-  for offset, size in _pow2_chunks(x_ref.shape[-1]):   # Triton blocks are powers of two
-    cols = pl.ds(offset, size)
-    s = (x_ref[:, cols].astype(jnp.float32) + y_ref[:, cols].astype(jnp.float32)
-         ).astype(out_ref.dtype)
-    out_ref[:, cols] = s
-    s = s.astype(jnp.float32)
-    part = jnp.sum(s * s, axis=1)
-    total = part if total is None else total + part
-  ss_ref[...] = total
-
-
-def residual(x_BxD: jax.Array, y_BxD: jax.Array, *, rows: int = 0, num_warps: int = 4,
-             interpret: bool | None = None) -> tuple[jax.Array, jax.Array]:
-  """A residual add and the sum of squares the next pre-norm needs, in one kernel.
-
-  Returns (x + y in x's dtype, float32 [B] sums of squares of that rounded sum): the
-  residual stream and the `sumsq_B` of `qkv_append` / `swiglu`.
-
-  Args:
-    rows: rows per program (a power of two dividing B; 0: about 4096 elements a program).
-  Raises:
-    ValueError: for mismatched shapes or a bad `rows`.
-  """
-  if x_BxD.ndim != 2 or jnp.shape(y_BxD) != x_BxD.shape:
-    raise ValueError(f'x_BxD and y_BxD must both be [B, D], got shapes {jnp.shape(x_BxD)} '
-                     f'and {jnp.shape(y_BxD)}')
-  batch, width = x_BxD.shape
-  rows = rows or _pow2_divisor(batch, max(1, 4096 // (1 << (width - 1).bit_length())))
-  if not isinstance(rows, int) or not _is_pow2(rows) or batch % rows:
-    raise ValueError(f'rows={rows!r} must be a power of two dividing B={batch}')
-  return _residual(x_BxD, y_BxD, rows=rows, num_warps=num_warps,
-                   interpret=_interpret(interpret))
-
-
-@functools.partial(jax.jit, static_argnames=('rows', 'num_warps', 'interpret'))
-def _residual(x, y, *, rows, num_warps, interpret):
-  batch, width = x.shape
-  spec = pl.BlockSpec((rows, width), lambda i: (i, 0))
-  return pl.pallas_call(
-      _residual_kernel,
-      grid=(batch // rows,),
-      in_specs=[spec, spec],
-      out_specs=[spec, pl.BlockSpec((rows,), lambda i: (i,))],
-      out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype),
-                 jax.ShapeDtypeStruct((batch,), jnp.float32)],
-      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=1),
-      interpret=interpret,
-      name='residual',
-  )(x, y)
-
-
-def reference_residual(x_BxD, y_BxD):
-  """Plain JAX, as the layer computes it."""
-  out = (x_BxD + y_BxD).astype(x_BxD.dtype)
-  out32 = out.astype(jnp.float32)
-  return out, jnp.sum(out32 * out32, axis=-1)
 
 
 # ----------------------------------------------------------------------------- swiglu

@@ -296,17 +296,13 @@ class Block(nn.Module):
       x_BxTxD = carry
       positions_BxT, key_mask_BxS = aux
     else:
-      # (x, cache, layer) and, from a layer that ran the step kernels, the sums of squares
-      # of x (the `residual` kernel's), so the next layer need not compute them.
-      x_BxTxD, full_cache, layer = carry[:3]
-      sumsq_B = carry[3] if len(carry) > 3 else None
+      x_BxTxD, full_cache, layer = carry
       positions_BxT, write_B = aux
     k_heads, g = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads
     b, t, _ = x_BxTxD.shape
 
     # The decode step's elementwise work as Pallas kernels (`pallas_step`): the q/k/v scale,
-    # bias and RoPE with the cache write in one, SwiGLU with its scale in another, and each
-    # residual add with the sum of squares the next norm scales by.
+    # bias and RoPE with the cache write in one, SwiGLU with its scale in another.
     step_kernels = (self.fused and self.window is not None and t == 1
                     and uses_step_kernels(cfg))
     written = False
@@ -320,8 +316,7 @@ class Block(nn.Module):
                              cfg.rope_scaling)
       q, kv = pallas_step.qkv_append(
           qkv[:, 0], full_cache['kv'], layer, positions_BxT[:, 0], write_B,
-          sumsq_B=_sum_squares(x_BxTxD)[:, 0] if sumsq_B is None else sumsq_B,
-          d_model=cfg.d_model, eps=cfg.norm_eps,
+          sumsq_B=_sum_squares(x_BxTxD)[:, 0], d_model=cfg.d_model, eps=cfg.norm_eps,
           bias_CxH=bias, rope_cos_BxH=cos, rope_sin_BxH=sin)
       q, k, v = q[:, None], None, None
       full_cache, written = {'kv': kv}, True
@@ -386,17 +381,13 @@ class Block(nn.Module):
     o = _dense(cfg, cfg.d_model, 'o', axis=(-2, -1))(o)
     if cfg.post_norms:
       o = RMSNorm(cfg, name='attn_post_norm')(o)
-    if step_kernels:
-      x_BxD, sumsq_B = pallas_step.residual(x_BxTxD[:, 0], o[:, 0])
-      x_BxTxD = x_BxD[:, None]
-    else:
-      x_BxTxD = x_BxTxD + o
+    x_BxTxD = x_BxTxD + o
 
     act = nn.silu if cfg.activation == 'silu' else (lambda z: nn.gelu(z, approximate=True))
     if step_kernels:
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD)
-      h = pallas_step.swiglu(gate_up[:, 0], sumsq_B=sumsq_B, d_model=cfg.d_model,
-                             eps=cfg.norm_eps,
+      h = pallas_step.swiglu(gate_up[:, 0], sumsq_B=_sum_squares(x_BxTxD)[:, 0],
+                             d_model=cfg.d_model, eps=cfg.norm_eps,
                              activation=cfg.activation)[:, None]
     elif self.fused:   # the MLP norm as a row scale too, on both halves of the product
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD).astype(jnp.float32)
@@ -410,9 +401,6 @@ class Block(nn.Module):
     m = _dense(cfg, cfg.d_model, 'down')(h)
     if cfg.post_norms:
       m = RMSNorm(cfg, name='mlp_post_norm')(m)
-    if step_kernels:
-      x_BxD, sumsq_B = pallas_step.residual(x_BxTxD[:, 0], m[:, 0])
-      return (x_BxD[:, None], new_cache, layer + 1, sumsq_B), None
     x_BxTxD = x_BxTxD + m
     if self.window is not None:
       return (x_BxTxD, new_cache, layer + 1), None
@@ -580,10 +568,9 @@ def apply_decode(params, tokens_BxT, positions_BxT, cache, write_B=None, *, conf
     model = Transformer(config)
     x = model.apply({'params': rest}, tokens_BxT, method=Transformer.embed_tokens)
     block = Block(config, window, fused='qkv' in params['layers'][0])
-    carry = (x, cache, 0)
-    for layer_params in params['layers']:
-      carry, _ = block.apply({'params': layer_params}, carry, (positions_BxT, write_B))
-    x, cache = carry[:2]
+    for layer, layer_params in enumerate(params['layers']):
+      (x, cache, _), _ = block.apply({'params': layer_params}, (x, cache, layer),
+                                     (positions_BxT, write_B))
     return model.apply({'params': rest}, x, method=Transformer.head), cache
   return _DecodeTransformer(config, window).apply(
       {'params': params}, tokens_BxT, positions_BxT, cache, write_B)

@@ -46,7 +46,8 @@ def get_config(arg=None):
       base_width=64 if not local else 16, base_layers=2, growth='balanced', head_dim=16 if not local else 8,
       vocab_size=32, max_len=256, dtype='bfloat16' if not local else 'float32',
       param_dtype='float32', from_run='',
-      decode_attention='auto', decode_kernel=''))   # 'auto': Pallas on a GPU, XLA on CPU
+      decode_attention='auto', decode_kernel='',
+      decode_step_kernels='auto'))   # 'auto': Pallas on a GPU, XLA on CPU
 
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=(1500, 1000, 800, 600, 400) if not local else (100, 150, 200),

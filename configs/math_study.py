@@ -37,7 +37,8 @@ def get_config(arg=None):
   # The policy: an `ttc import-hf` output directory (required). dtype: compute dtype.
   c.family = ml_collections.ConfigDict(dict(
       import_from='', members=('imported',), dtype='bfloat16' if not local else 'float32',
-      max_len=0, decode_attention='auto', decode_kernel=''))   # 'auto': Pallas on a GPU
+      max_len=0, decode_attention='auto', decode_kernel='',
+      decode_step_kernels='auto'))   # 'auto': Pallas on a GPU
   c.policy = 'imported'
 
   c.sample_bank = ml_collections.ConfigDict(dict(

@@ -31,7 +31,8 @@ def get_config(arg=None):
   c.family = ml_collections.ConfigDict(dict(
       members=('xs', 's', 'm'), base_width=16, base_layers=2, growth='width', head_dim=8, vocab_size=32,
       max_len=256, dtype='float32', param_dtype='float32', from_run='',
-      decode_attention='auto', decode_kernel=''))   # 'auto': Pallas on a GPU, XLA on CPU
+      decode_attention='auto', decode_kernel='',
+      decode_step_kernels='auto'))   # 'auto': Pallas on a GPU, XLA on CPU
 
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=(400, 500, 500) if not tiny else (20,), batch_size=32, seq_len=255, lr=1e-2,

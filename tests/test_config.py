@@ -42,6 +42,7 @@ def test_override_types_are_coerced():
     ({'family.decode_kernel': '64:4'}, 'family.decode_kernel'),
     ({'family.decode_kernel': '48:4:2'}, 'family.decode_kernel'),
     ({'family.decode_kernel': '64:4:2:mma'}, 'family.decode_kernel'),
+    ({'family.decode_step_kernels': 'triton'}, 'family.decode_step_kernels'),
 ])
 def test_bad_values_name_the_key(overrides, needle):
   with pytest.raises(ConfigError, match=needle.replace('.', r'\.').replace('(', r'\(')):
@@ -77,13 +78,16 @@ def test_missing_prm_checkpoint_names_the_path(tmp_path):
 
 
 def test_decode_settings_reach_members_but_not_fingerprints():
-  """family.decode_attention / decode_kernel set every member's decode path; being speed
-  knobs, they leave the pretraining stages' inputs (their fingerprints) unchanged."""
+  """family.decode_attention / decode_kernel / decode_step_kernels set every member's decode
+  path; being speed knobs, they leave the pretraining stages' inputs (their fingerprints)
+  unchanged."""
   from ttc_jax import pipeline
   base, _ = load()
-  tuned, _ = load(family__decode_attention='reduce', family__decode_kernel='32:4:2')
+  tuned, _ = load(family__decode_attention='reduce', family__decode_kernel='32:4:2',
+                  family__decode_step_kernels='xla')
   assert {m.decode_attention for m in tuned.family.models()} == {'reduce'}
   assert {m.decode_kernel for m in tuned.family.models()} == {'32:4:2'}
+  assert {m.decode_step_kernels for m in tuned.family.models()} == {'xla'}
   for i, member in enumerate(base.family.members):
     inputs = pipeline._pretrain_inputs(member, i)
     assert inputs(base) == inputs(tuned)

@@ -62,10 +62,12 @@ class FamilyConfig:
   from_run: str = ''
   import_from: str = ''
   attention_impl: str = 'xla'    # full-pass attention kernel (ModelConfig.attention_impl)
-  # Cached decoding (ModelConfig.decode_attention / decode_kernel): 'auto' is the Pallas
-  # kernel on a GPU and the XLA attention elsewhere; neither changes any stage's outputs.
+  # Cached decoding (ModelConfig.decode_attention / decode_kernel / decode_step_kernels):
+  # 'auto' is the Pallas kernels on a GPU and XLA elsewhere; none changes any stage's outputs
+  # beyond float rounding.
   decode_attention: str = 'auto'
   decode_kernel: str = ''
+  decode_step_kernels: str = 'auto'
 
   def validate(self, key: str = 'family') -> 'FamilyConfig':
     if self.import_from:
@@ -92,7 +94,8 @@ class FamilyConfig:
 
   def models(self) -> tuple[ModelConfig, ...]:
     """The selected members, smallest first."""
-    decode = {'decode_attention': self.decode_attention, 'decode_kernel': self.decode_kernel}
+    decode = {'decode_attention': self.decode_attention, 'decode_kernel': self.decode_kernel,
+              'decode_step_kernels': self.decode_step_kernels}
     if self.import_from:
       from ttc_jax.model.hf_import import imported_config
       over = {'dtype': self.dtype, **({'max_len': self.max_len} if self.max_len > 0 else {})}

@@ -30,7 +30,7 @@ def _asdict(x):
 # Knobs that change speed or logging but not what a stage produces: kept out of stage
 # fingerprints, so switching attention kernels or logging cadence reruns nothing.
 _NOT_OUTPUTS = {'attention_impl', 'remat', 'scan_unroll', 'decode_attention', 'decode_unroll',
-                'decode_kernel', 'unroll_layers', 'log_every', 'peak_flops', 'eval_batch',
+                'decode_kernel', 'decode_step_kernels', 'unroll_layers', 'log_every', 'peak_flops', 'eval_batch',
                 'name'}
 
 

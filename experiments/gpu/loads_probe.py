@@ -69,8 +69,11 @@ def variant(q_BxKx1xH, kv, lengths_B, *, layer, mode, interpret=False):
       interpret=interpret, name=f'probe_{mode}')(q_BxKx1xH, kv, lengths_B)
 
 
-def main():
-  interpret = '--interpret' in sys.argv
+def side_by_side(variants, interpret: bool):
+  """Time `variants(layer, slots, interpret)` (name -> fn(q, kv, lengths_B)) beside the
+  sampler's kernel at SHAPES (a tiny one when interpreting), two rounds, every row 80 live
+  slots and then lengths uniform in [33, 128]; GB/s of live KV and the largest error against
+  the reference."""
   print(jax.devices()[0], flush=True)
   shapes = {'tiny': (8, 2, 2)} if interpret else SHAPES
   slots = 32 if interpret else SLOTS
@@ -87,9 +90,8 @@ def main():
                                                      scale=H ** -0.5).astype(jnp.float32)
       fns = {'sampler': functools.partial(pallas_decode.decode_attention, layer=layer,
                                           window=slots, scale=H ** -0.5, interpret=interpret)}
-      for mode in ('kv3d', 'k_then_v'):
-        fns[mode] = functools.partial(variant, layer=layer, mode=mode, interpret=interpret)
-      for _ in range(2):
+      fns.update(variants(layer, slots, interpret))
+      for rnd in range(1 if interpret else 2):
         for vname, f in fns.items():
           fn = jax.jit(lambda q, kv, ln, f=f: f(q, kv, lengths_B=ln))
           try:
@@ -99,9 +101,14 @@ def main():
             print(f'{name} {label}: {vname}: failed {type(e).__name__}: {str(e)[:300]}',
                   flush=True)
             continue
-          print(f'{name} {label:>7}: {vname:>9}: {us:7.1f} us  {live_bytes / us / 1e3:7.1f} '
-                f'GB/s  max err {err:.3g}', flush=True)
+          print(f'{name} {label:>7} r{rnd}: {vname:>16}: {us:7.1f} us  '
+                f'{live_bytes / us / 1e3:7.1f} GB/s  max err {err:.3g}', flush=True)
 
+
+def main():
+  side_by_side(lambda layer, slots, interpret: {
+      mode: functools.partial(variant, layer=layer, mode=mode, interpret=interpret)
+      for mode in ('kv3d', 'k_then_v')}, '--interpret' in sys.argv)
 
 if __name__ == '__main__':
   main()

@@ -26,13 +26,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from ttc_jax.model import pallas_decode
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kernel_probe import timed  # noqa: E402  (microseconds per call)
-
-SHAPES = {'M': (1024, 12, 12), 'S': (4096, 4, 4)}   # batch, kv heads, layers
-H, SLOTS = 64, 128
+from loads_probe import side_by_side  # noqa: E402  (the same harness and shapes)
 
 
 def persistent(q_BxKxGxH, kv, lengths_B, *, layer, programs, num_warps=4, num_stages=3,
@@ -56,12 +51,13 @@ def persistent(q_BxKxGxH, kv, lengths_B, *, layer, programs, num_warps=4, num_st
       row, head = lax.div(j, k), lax.rem(j, k)
       length = len_ref[row]
       live_S = offsets < length
-      keys = plgpu.load(kv_ref.at[jnp.int32(layer), row, jnp.int32(0), head, :, :], mask=live_S[:, None], other=0.)
-      values = plgpu.load(kv_ref.at[jnp.int32(layer), row, jnp.int32(1), head, :, :], mask=live_S[:, None],
-                          other=0.)
+      keys, values = (
+          plgpu.load(kv_ref.at[jnp.int32(layer), row, jnp.int32(i), head, :, :],
+                     mask=live_S[:, None], other=0.) for i in (0, 1))
       q_PxH = jnp.zeros((16, h), q_ref.dtype)
       for gg in range(g):
-        q_PxH = jnp.where(rows_P[:, None] == gg, q_ref[row, head, jnp.int32(gg), :][None, :], q_PxH)
+        q_H = q_ref[row, head, jnp.int32(gg), :]
+        q_PxH = jnp.where(rows_P[:, None] == gg, q_H[None, :], q_PxH)
       logits = lax.dot_general(q_PxH, keys, contract_h, **dims) * scale
       logits = jnp.where(live_S[None, :], logits, -jnp.inf)
       m_P = jnp.max(logits, axis=1)
@@ -89,50 +85,22 @@ def persistent(q_BxKxGxH, kv, lengths_B, *, layer, programs, num_warps=4, num_st
       interpret=interpret, name='persist')(q_BxKxGxH, kv, lengths_B.astype(jnp.int32))
 
 
-def variants(interpret):
+def variants(layer, slots, interpret):
+  del slots
   out = {}
   for mult in (2, 4, 8):
     for stages in (2, 3, 4):
       out[f'P={mult}x132 st={stages}'] = functools.partial(
-          persistent, programs=4 if interpret else 132 * mult, num_stages=stages,
-          interpret=interpret)
+          persistent, layer=layer, programs=4 if interpret else 132 * mult,
+          num_stages=stages, interpret=interpret)
   if not interpret:
-    out['P=4x132 st=3 w8'] = functools.partial(persistent, programs=528, num_warps=8)
+    out['P=4x132 st=3 w8'] = functools.partial(persistent, layer=layer, programs=528,
+                                               num_warps=8)
   return out
 
 
 def main():
-  interpret = '--interpret' in sys.argv
-  print(jax.devices()[0], flush=True)
-  shapes = {'tiny': (8, 2, 2)} if interpret else SHAPES
-  slots = 32 if interpret else SLOTS
-  for name, (b, k, n_layers) in shapes.items():
-    keys = jax.random.split(jax.random.key(0), 3)
-    q = jax.random.normal(keys[0], (b, k, 1, H), jnp.bfloat16)
-    kv = jax.random.normal(keys[1], (n_layers, b, 2, k, slots, H), jnp.bfloat16)
-    layer = n_layers - 1
-    for label, lengths in (('80', jnp.full((b,), min(80, slots), jnp.int32)),
-                           ('uniform', jax.random.randint(keys[2], (b,), 1 if interpret else 33,
-                                                          slots + 1))):
-      live_bytes = 2 * b * k * float(jnp.mean(lengths)) * H * 2
-      ref = pallas_decode.reference_decode_attention(q, kv, layer, lengths, window=slots,
-                                                     scale=H ** -0.5).astype(jnp.float32)
-      fns = {'sampler': functools.partial(pallas_decode.decode_attention, window=slots,
-                                          scale=H ** -0.5, interpret=interpret)}
-      fns.update(variants(interpret))
-      for rnd in range(1 if interpret else 2):
-        for vname, f in fns.items():
-          fn = jax.jit(lambda q, kv, ln, f=f: f(q, kv, layer=layer, lengths_B=ln))
-          try:
-            us = timed(fn, q, kv, lengths, iters=1 if interpret else 50)
-            err = float(jnp.max(jnp.abs(fn(q, kv, lengths).astype(jnp.float32) - ref)))
-          except Exception as e:
-            print(f'{name} {label}: {vname}: failed {type(e).__name__}: {str(e)[:300]}',
-                  flush=True)
-            continue
-          print(f'{name} {label:>7} r{rnd}: {vname:>16}: {us:7.1f} us  '
-                f'{live_bytes / us / 1e3:7.1f} GB/s  max err {err:.3g}', flush=True)
-
+  side_by_side(variants, '--interpret' in sys.argv)
 
 if __name__ == '__main__':
   main()

@@ -82,6 +82,27 @@ def whole_block_window(n: int) -> int:
   return -(-int(n) // LOOP_BLOCK) * LOOP_BLOCK
 
 
+def cache_dims(kv_LxBx2xKxSxH) -> tuple[int, ...]:
+  """(L, B, 2, K, S, H) of a cache array; ValueError naming it for any other rank."""
+  if kv_LxBx2xKxSxH.ndim != 6 or kv_LxBx2xKxSxH.shape[2] != 2:
+    raise ValueError(f'kv_LxBx2xKxSxH must be [L, B, 2, K, S, H], got shape '
+                     f'{kv_LxBx2xKxSxH.shape}')
+  return kv_LxBx2xKxSxH.shape
+
+
+def is_traced_layer(layer, n_layers: int) -> bool:
+  """Whether `layer` is a traced integer scalar (selected inside a kernel) rather than a
+  Python int (selected by a BlockSpec's index map); raises ValueError for anything else or an
+  int outside [0, n_layers)."""
+  if isinstance(layer, (int, np.integer)):
+    if not 0 <= layer < n_layers:
+      raise ValueError(f'layer={layer} out of range for L={n_layers} layers')
+    return False
+  if jnp.shape(layer) != () or not jnp.issubdtype(jnp.result_type(layer), jnp.integer):
+    raise ValueError(f'layer must be an int or an integer scalar, got {layer!r}')
+  return True
+
+
 def _split_hi_lo(x, dtype):
   """x (float32) as hi + lo in `dtype`: two 16-bit dot operands carrying ~16 mantissa bits."""
   hi = x.astype(dtype)
@@ -249,10 +270,7 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
   """
   if q_BxKxGxH.ndim != 4:
     raise ValueError(f'q_BxKxGxH must be [B, K, G, H], got shape {q_BxKxGxH.shape}')
-  if kv_LxBx2xKxSxH.ndim != 6 or kv_LxBx2xKxSxH.shape[2] != 2:
-    raise ValueError(f'kv_LxBx2xKxSxH must be [L, B, 2, K, S, H], got shape '
-                     f'{kv_LxBx2xKxSxH.shape}')
-  n_layers, batch, _, kv_heads, slots, head_dim = kv_LxBx2xKxSxH.shape
+  n_layers, batch, _, kv_heads, slots, head_dim = cache_dims(kv_LxBx2xKxSxH)
   _, _, n_groups, _ = q_BxKxGxH.shape
   if q_BxKxGxH.shape != (batch, kv_heads, n_groups, head_dim):
     raise ValueError(f'q_BxKxGxH shape {q_BxKxGxH.shape} does not match the cache '
@@ -276,12 +294,7 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
   for name, value in (('num_warps', num_warps), ('num_stages', num_stages)):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f'{name}={value!r} must be a positive int')
-  dynamic_layer = not isinstance(layer, (int, np.integer))
-  if dynamic_layer:
-    if jnp.shape(layer) != () or not jnp.issubdtype(jnp.result_type(layer), jnp.integer):
-      raise ValueError(f'layer must be an int or an integer scalar, got {layer!r}')
-  elif not 0 <= layer < n_layers:
-    raise ValueError(f'layer={layer} out of range for L={n_layers} layers')
+  dynamic_layer = is_traced_layer(layer, n_layers)
   if products not in ('auto', 'dot', 'reduce'):
     raise ValueError(f"products={products!r} must be 'auto', 'dot' or 'reduce'")
   dot_ok = (n_groups <= 16 and jnp.dtype(kv_LxBx2xKxSxH.dtype).itemsize == 2

@@ -23,9 +23,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
+
+from ttc_jax.model.pallas_decode import cache_dims, is_traced_layer
 
 
 def _is_pow2(n: int) -> bool:
@@ -48,6 +49,14 @@ def _activation(name: str):
 def _row_scale(sumsq, d_model: int, eps: float):
   """rsqrt(sumsq / d_model + eps): RMSNorm's per-row scale from a row's sum of squares."""
   return jax.lax.rsqrt(sumsq / jnp.float32(d_model) + jnp.float32(eps))
+
+
+def _check_sumsq(sumsq_B, batch: int, d_model, eps):
+  """The row-scale arguments: sumsq_B None, or [B] with d_model >= 1 and eps >= 0."""
+  if sumsq_B is not None and (jnp.shape(sumsq_B) != (batch,) or not isinstance(d_model, int)
+                              or d_model < 1 or not eps >= 0):
+    raise ValueError(f'sumsq_B must be [B={batch}] with d_model >= 1 and eps >= 0, got '
+                     f'shape {jnp.shape(sumsq_B)}, d_model={d_model!r}, eps={eps!r}')
 
 
 def _interpret(interpret):
@@ -158,10 +167,7 @@ def qkv_append(qkv_BxCxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer, slots_B: 
   """
   if qkv_BxCxH.ndim != 3:
     raise ValueError(f'qkv_BxCxH must be [B, C, H], got shape {qkv_BxCxH.shape}')
-  if kv_LxBx2xKxSxH.ndim != 6 or kv_LxBx2xKxSxH.shape[2] != 2:
-    raise ValueError(f'kv_LxBx2xKxSxH must be [L, B, 2, K, S, H], got shape '
-                     f'{kv_LxBx2xKxSxH.shape}')
-  n_layers, batch, _, kv_heads, _, head_dim = kv_LxBx2xKxSxH.shape
+  n_layers, batch, _, kv_heads, _, head_dim = cache_dims(kv_LxBx2xKxSxH)
   n_heads = qkv_BxCxH.shape[1] - 2 * kv_heads
   if (n_heads < kv_heads or n_heads % kv_heads
       or (qkv_BxCxH.shape[0], qkv_BxCxH.shape[2]) != (batch, head_dim)):
@@ -172,11 +178,7 @@ def qkv_append(qkv_BxCxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer, slots_B: 
   for name, arr in (('slots_B', slots_B), ('write_B', write_B)):
     if jnp.shape(arr) != (batch,):
       raise ValueError(f'{name} must be [B={batch}], got shape {jnp.shape(arr)}')
-  scaled = sumsq_B is not None
-  if scaled and (jnp.shape(sumsq_B) != (batch,) or not isinstance(d_model, int)
-                 or d_model < 1 or not eps >= 0):
-    raise ValueError(f'sumsq_B must be [B={batch}] with d_model >= 1 and eps >= 0, got '
-                     f'shape {jnp.shape(sumsq_B)}, d_model={d_model!r}, eps={eps!r}')
+  _check_sumsq(sumsq_B, batch, d_model, eps)
   if bias_CxH is not None and jnp.shape(bias_CxH) != qkv_BxCxH.shape[1:]:
     raise ValueError(f'bias_CxH must be [C, H]={list(qkv_BxCxH.shape[1:])}, got shape '
                      f'{jnp.shape(bias_CxH)}')
@@ -188,12 +190,7 @@ def qkv_append(qkv_BxCxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer, slots_B: 
   rows = rows or _pow2_divisor(batch, 8)
   if not isinstance(rows, int) or not _is_pow2(rows) or batch % rows:
     raise ValueError(f'rows={rows!r} must be a power of two dividing B={batch}')
-  dynamic_layer = not isinstance(layer, (int, np.integer))
-  if dynamic_layer:
-    if jnp.shape(layer) != () or not jnp.issubdtype(jnp.result_type(layer), jnp.integer):
-      raise ValueError(f'layer must be an int or an integer scalar, got {layer!r}')
-  elif not 0 <= layer < n_layers:
-    raise ValueError(f'layer={layer} out of range for L={n_layers} layers')
+  dynamic_layer = is_traced_layer(layer, n_layers)
   f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
   return _qkv_append(qkv_BxCxH, kv_LxBx2xKxSxH, jnp.asarray(slots_B, jnp.int32),
                      jnp.asarray(write_B).astype(jnp.int32), f32(sumsq_B), bias_CxH,
@@ -324,11 +321,7 @@ def swiglu(gate_up_BxF2: jax.Array, *, sumsq_B: jax.Array | None = None, d_model
   for name, value, n in (('block_rows', block_rows, batch), ('block_cols', block_cols, width)):
     if not isinstance(value, int) or not _is_pow2(value) or n % value:
       raise ValueError(f'{name}={value!r} must be a power of two dividing {n}')
-  scaled = sumsq_B is not None
-  if scaled and (jnp.shape(sumsq_B) != (batch,) or not isinstance(d_model, int)
-                 or d_model < 1 or not eps >= 0):
-    raise ValueError(f'sumsq_B must be [B={batch}] with d_model >= 1 and eps >= 0, got '
-                     f'shape {jnp.shape(sumsq_B)}, d_model={d_model!r}, eps={eps!r}')
+  _check_sumsq(sumsq_B, batch, d_model, eps)
   return _swiglu(gate_up_BxF2, None if sumsq_B is None else jnp.asarray(sumsq_B, jnp.float32),
                  activation=activation, d_model=int(d_model), eps=float(eps),
                  block_rows=block_rows, block_cols=block_cols, num_warps=num_warps,

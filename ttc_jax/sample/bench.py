@@ -238,8 +238,9 @@ def main(argv=None) -> dict:
                   help='qwen2: q/k/v biases and tied embeddings (e.g. the Qwen2.5-0.5B shape)')
   ap.add_argument('--variants', default='auto:1',
                   help='comma-separated decode variants timed side by side, each '
-                       "'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES][:xPRESET]' (see "
-                       'parse_variant), e.g. auto:1,reduce:0,pallas:1:s4:k64x4x2,auto:1:xnocb')
+                       "'attn:unroll[:wN][:sN][:kBLOCKxWARPSxSTAGES][:eKIND][:xPRESET]' "
+                       '(see parse_variant), e.g. auto:1,reduce:0,pallas:1:s4:k64x4x2,'
+                       'auto:1:exla,auto:1:xnocb')
   ap.add_argument('--trace', default=None,
                   help='directory for Perfetto traces of one decode per variant')
   ap.add_argument('--hf', action='store_true', help='also time HF generate (torch, CUDA)')

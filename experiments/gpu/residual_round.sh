@@ -8,9 +8,7 @@
 source experiments/gpu/sampling_common.sh
 echo "== step check" | tee -a $LOG
 timeout 150 python3 experiments/gpu/step_check.py 2>&1 | grep -v Warn | tee -a $LOG
-echo "== A/B against cmp_base" | tee -a $LOG
-PYTHONPATH=.:cmp_base timeout 240 python3 experiments/gpu/ab_inprocess.py --old ttc_old \
-  --rounds 2 2>&1 | grep -v Warn | tee -a $LOG
+ab_old "A/B against cmp_base" 240
 variants_round var 150 auto:1,auto:1:xcublas,auto:1:s4,auto:1 "M 1024"
 echo "== M/1024 traced" | tee -a $LOG
 timeout 100 $B $M --batch 1024 --reps 1 --trace /tmp/trace --out /tmp/res/trace_M.json \

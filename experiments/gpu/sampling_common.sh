@@ -39,3 +39,11 @@ variants_round() {
       --variants $variants 2>&1 | grep -v Warn | summ | tee -a $LOG
   done
 }
+
+# ab_old LABEL TIMEOUT: this tree against the one in cmp_base/ttc_old (see ab_inprocess.py)
+# in one process, 2 rounds, logged under "== LABEL".
+ab_old() {
+  echo "== $1" | tee -a $LOG
+  PYTHONPATH=.:cmp_base timeout $2 python3 experiments/gpu/ab_inprocess.py --old ttc_old \
+    --rounds 2 2>&1 | grep -v Warn | tee -a $LOG
+}

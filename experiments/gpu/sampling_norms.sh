@@ -10,9 +10,7 @@
 source experiments/gpu/sampling_common.sh
 echo "== decode check" | tee -a $LOG
 timeout 90 python3 experiments/gpu/decode_check.py 2>&1 | grep -v Warn | tee -a $LOG
-echo "== in-process A/B against bd4b875" | tee -a $LOG
-PYTHONPATH=.:cmp_base timeout 200 python3 experiments/gpu/ab_inprocess.py --old ttc_old \
-  --rounds 2 2>&1 | grep -v Warn | tee -a $LOG
+ab_old "in-process A/B against bd4b875" 200
 echo "== table" | tee -a $LOG
 timeout 150 $B $S --batch 4096,256 --hf --trace /tmp/trace --out /tmp/res/bench_S.json \
   --variants auto:1 2>&1 | grep -v Warn | summ | tee -a $LOG

@@ -17,6 +17,10 @@ class ConfigError(ValueError):
   """A configuration value is invalid. The message names the key and how to fix it."""
 
 
+# ModelConfig.decode_step_kernels values.
+DECODE_STEP_KERNELS = ('auto', 'pallas', 'xla')
+
+
 def parse_decode_kernel(spec: str, key: str = 'decode_kernel') -> tuple[int, int, int, str]:
   """'block_s:num_warps:num_stages[:products]' -> (block_s, num_warps, num_stages, products);
   '' gives the default (0, 4, 2, 'auto'), block_s 0 meaning pallas_decode.auto_block (the
@@ -158,10 +162,10 @@ class ModelConfig:
                         "nor sliding windows; use 'auto'.")
     if self.decode_kernel:
       self.decode_kernel_settings(key)
-    if self.decode_step_kernels not in ('auto', 'pallas', 'xla'):
-      raise ConfigError(f"{key}.decode_step_kernels must be 'auto', 'pallas' or 'xla', got "
+    if self.decode_step_kernels not in DECODE_STEP_KERNELS:
+      raise ConfigError(f'{key}.decode_step_kernels must be one of {DECODE_STEP_KERNELS}, got '
                         f'{self.decode_step_kernels!r}.')
-    if self.decode_step_kernels == 'pallas' and self.head_dim & (self.head_dim - 1):
+    if self.decode_step_kernels == 'pallas' and not self.pow2_head_dim:
       raise ConfigError(f"{key}.decode_step_kernels='pallas' needs a power-of-two head_dim, "
                         f'got {self.head_dim}.')
     if not isinstance(self.scan_unroll, int) or not 1 <= self.scan_unroll <= self.n_layers:
@@ -173,8 +177,12 @@ class ModelConfig:
   def pallas_decode_ok(self) -> bool:
     """Whether the Pallas decode kernel can run this model: a power-of-two head_dim (its
     blocks' sizes), no attention soft-capping, no sliding windows."""
-    return (self.head_dim & (self.head_dim - 1) == 0 and not self.attn_logit_softcap
-            and not self.sliding_window)
+    return self.pow2_head_dim and not self.attn_logit_softcap and not self.sliding_window
+
+  @property
+  def pow2_head_dim(self) -> bool:
+    """Whether head_dim is a power of two, as the Pallas kernels' blocks need."""
+    return self.head_dim & (self.head_dim - 1) == 0
 
   def decode_kernel_settings(self, key: str = 'model') -> tuple[int, int, int, str]:
     """(block_s, num_warps, num_stages, products) of the Pallas decode kernel, from

@@ -53,7 +53,7 @@ ONE_BLOCK_MAX = 128
 LOOP_BLOCK = 64
 
 
-def _is_pow2(n: int) -> bool:
+def is_pow2(n: int) -> bool:
   return n >= 1 and (n & (n - 1)) == 0
 
 
@@ -67,7 +67,7 @@ def auto_block(window: int) -> int:
   """block_s=0: the whole window as one block when it is a power of two of at most
   ONE_BLOCK_MAX slots, else LOOP_BLOCK-slot blocks (or the largest power of two dividing the
   window, if smaller)."""
-  if _is_pow2(window) and window <= ONE_BLOCK_MAX:
+  if is_pow2(window) and window <= ONE_BLOCK_MAX:
     return window
   return min(LOOP_BLOCK, window & -window)
 
@@ -279,13 +279,13 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
       or not jnp.issubdtype(jnp.result_type(lengths_B), jnp.integer)):
     raise ValueError(f'lengths_B must be an integer [B={batch}] array, got '
                      f'{jnp.result_type(lengths_B)}{list(jnp.shape(lengths_B))}')
-  if not _is_pow2(head_dim):
+  if not is_pow2(head_dim):
     raise ValueError(f'head dim H={head_dim} of kv_LxBx2xKxSxH must be a power of two')
   if not isinstance(window, int) or not 1 <= window <= slots:
     raise ValueError(f'window={window!r} must be an int in [1, S={slots}]')
   if isinstance(block_s, int) and block_s == 0:   # (the window is checked above)
     block_s = auto_block(window)
-  if not isinstance(block_s, int) or not _is_pow2(block_s):
+  if not isinstance(block_s, int) or not is_pow2(block_s):
     raise ValueError(f'block_s={block_s!r} must be a power of two (or 0: automatic)')
   if window % block_s:
     raise ValueError(f'block_s={block_s} must divide window={window}')

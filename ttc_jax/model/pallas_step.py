@@ -26,29 +26,13 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from ttc_jax.model.pallas_decode import cache_dims, is_traced_layer
-
-
-def _is_pow2(n: int) -> bool:
-  return n >= 1 and (n & (n - 1)) == 0
+from ttc_jax.model.pallas_decode import is_pow2, cache_dims, is_traced_layer
+from ttc_jax.model.transformer import activation_fn, row_scale
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
   """The largest power of two dividing n, at most cap."""
   return min(n & -n, cap)
-
-
-def _activation(name: str):
-  if name == 'silu':
-    return lambda z: z * jax.nn.sigmoid(z)
-  if name == 'gelu_tanh':
-    return lambda z: jax.nn.gelu(z, approximate=True)
-  raise ValueError(f"activation={name!r} must be 'silu' or 'gelu_tanh'")
-
-
-def _row_scale(sumsq, d_model: int, eps: float):
-  """rsqrt(sumsq / d_model + eps): RMSNorm's per-row scale from a row's sum of squares."""
-  return jax.lax.rsqrt(sumsq / jnp.float32(d_model) + jnp.float32(eps))
 
 
 def _check_sumsq(sumsq_B, batch: int, d_model, eps):
@@ -88,7 +72,7 @@ def _append_kernel(*refs, n_groups: int, n_heads: int, kv_heads: int, rows: int,
   # Lane h of swap_H is h + H/2 (mod H): reading a vector at swap_H exchanges its halves.
   swap_H = jnp.where(lanes_H < head_dim // 2, lanes_H + head_dim // 2, lanes_H - head_dim // 2)
   dtype = qkv_ref.dtype
-  scale_R = _row_scale(ss_ref[...], d_model, eps)[:, None] if scaled else None
+  scale_R = row_scale(ss_ref[...], d_model, eps)[:, None] if scaled else None
   if rotate:
     cos_RxH, sin_RxH = cos_ref[...], sin_ref[...]
 
@@ -173,7 +157,7 @@ def qkv_append(qkv_BxCxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer, slots_B: 
       or (qkv_BxCxH.shape[0], qkv_BxCxH.shape[2]) != (batch, head_dim)):
     raise ValueError(f'qkv_BxCxH shape {qkv_BxCxH.shape} must be [B={batch}, N + 2K, '
                      f'H={head_dim}] with N a multiple of K={kv_heads}')
-  if not _is_pow2(head_dim):
+  if not is_pow2(head_dim):
     raise ValueError(f'head dim H={head_dim} must be a power of two')
   for name, arr in (('slots_B', slots_B), ('write_B', write_B)):
     if jnp.shape(arr) != (batch,):
@@ -188,7 +172,7 @@ def qkv_append(qkv_BxCxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer, slots_B: 
     raise ValueError(f'rope_cos_BxH and rope_sin_BxH must both be [B={batch}, H={head_dim}] '
                      f'or both None')
   rows = rows or _pow2_divisor(batch, 8)
-  if not isinstance(rows, int) or not _is_pow2(rows) or batch % rows:
+  if not isinstance(rows, int) or not is_pow2(rows) or batch % rows:
     raise ValueError(f'rows={rows!r} must be a power of two dividing B={batch}')
   dynamic_layer = is_traced_layer(layer, n_layers)
   f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
@@ -260,7 +244,7 @@ def reference_qkv_append(qkv_BxCxH, kv_LxBx2xKxSxH, layer, slots_B, write_B, *,
   n_layers, batch, _, kv_heads, slots, head_dim = kv_LxBx2xKxSxH.shape
   x = qkv_BxCxH.astype(jnp.float32)
   if sumsq_B is not None:
-    x = x * _row_scale(sumsq_B, d_model, eps)[:, None, None]
+    x = x * row_scale(sumsq_B, d_model, eps)[:, None, None]
   if bias_CxH is not None:
     x = x + bias_CxH.astype(jnp.float32)
   x = x.astype(qkv_BxCxH.dtype)
@@ -290,9 +274,9 @@ def _swiglu_kernel(*refs, scaled: bool, activation: str, d_model: int, eps: floa
   gate = gate_ref[...].astype(jnp.float32)
   up = up_ref[...].astype(jnp.float32)
   if scaled:
-    scale = _row_scale(ss_ref[...], d_model, eps)[:, None]
+    scale = row_scale(ss_ref[...], d_model, eps)[:, None]
     gate, up = gate * scale, up * scale
-  out_ref[...] = (_activation(activation)(gate) * up).astype(out_ref.dtype)
+  out_ref[...] = (activation_fn(activation)(gate) * up).astype(out_ref.dtype)
 
 
 def swiglu(gate_up_BxF2: jax.Array, *, sumsq_B: jax.Array | None = None, d_model: int = 0,
@@ -315,11 +299,11 @@ def swiglu(gate_up_BxF2: jax.Array, *, sumsq_B: jax.Array | None = None, d_model
   if gate_up_BxF2.ndim != 2 or gate_up_BxF2.shape[1] % 2:
     raise ValueError(f'gate_up_BxF2 must be [B, 2F], got shape {gate_up_BxF2.shape}')
   batch, width = gate_up_BxF2.shape[0], gate_up_BxF2.shape[1] // 2
-  _activation(activation)
+  activation_fn(activation)
   block_rows = block_rows or _pow2_divisor(batch, 8)
   block_cols = block_cols or _pow2_divisor(width, 512)
   for name, value, n in (('block_rows', block_rows, batch), ('block_cols', block_cols, width)):
-    if not isinstance(value, int) or not _is_pow2(value) or n % value:
+    if not isinstance(value, int) or not is_pow2(value) or n % value:
       raise ValueError(f'{name}={value!r} must be a power of two dividing {n}')
   _check_sumsq(sumsq_B, batch, d_model, eps)
   return _swiglu(gate_up_BxF2, None if sumsq_B is None else jnp.asarray(sumsq_B, jnp.float32),
@@ -357,6 +341,6 @@ def reference_swiglu(gate_up_BxF2, *, sumsq_B=None, d_model=0, eps=0.0, activati
   """Plain JAX, as `transformer.Block(fused=True)` computes it."""
   x = gate_up_BxF2.astype(jnp.float32)
   if sumsq_B is not None:
-    x = x * _row_scale(sumsq_B, d_model, eps)[:, None]
+    x = x * row_scale(sumsq_B, d_model, eps)[:, None]
   gate, up = jnp.split(x, 2, axis=-1)
-  return (_activation(activation)(gate) * up).astype(gate_up_BxF2.dtype)
+  return (activation_fn(activation)(gate) * up).astype(gate_up_BxF2.dtype)

@@ -108,10 +108,23 @@ def rope_tables(positions_B: jax.Array, head_dim: int, theta: float,
   return jnp.concatenate([cos, cos], axis=-1), jnp.concatenate([-sin, sin], axis=-1)
 
 
+def row_scale(sumsq, d_model: int, eps: float) -> jax.Array:
+  """rsqrt(sumsq / d_model + eps): RMSNorm's per-row scale from a row's sum of squares."""
+  return jax.lax.rsqrt(sumsq / jnp.float32(d_model) + jnp.float32(eps))
+
+
 def _rms_scale(x_BxTxD, cfg: ModelConfig) -> jax.Array:
   """[B, T, 1] float32 rsqrt(mean(x^2) + eps): RMSNorm without its gain."""
-  x32 = x_BxTxD.astype(jnp.float32)
-  return jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.norm_eps)
+  return row_scale(_sum_squares(x_BxTxD)[..., None], x_BxTxD.shape[-1], cfg.norm_eps)
+
+
+def activation_fn(name: str):
+  """The MLP's gate activation: 'silu' or 'gelu_tanh' (tanh-approximated GELU)."""
+  if name == 'silu':
+    return nn.silu
+  if name == 'gelu_tanh':
+    return lambda z: nn.gelu(z, approximate=True)
+  raise ValueError(f"activation={name!r} must be 'silu' or 'gelu_tanh'")
 
 
 class RMSNorm(nn.Module):
@@ -200,7 +213,8 @@ def uses_step_kernels(cfg: ModelConfig) -> bool:
 
 
 def _sum_squares(x_BxTxD) -> jax.Array:
-  """[B, T] float32 sum of x^2 over the model dim (what `_rms_scale` averages)."""
+  """[B, T] float32 sum of x^2 over the model dim (what `_rms_scale` averages; the step
+  kernels take it as is)."""
   x32 = x_BxTxD.astype(jnp.float32)
   return jnp.sum(x32 * x32, axis=-1)
 
@@ -211,35 +225,33 @@ def xla_decode_attention_kind(cfg: ModelConfig) -> str:
   return 'reduce' if cfg.n_heads == cfg.n_kv_heads else 'einsum'
 
 
-def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_BxT,
-                     write_B, window, cfg: ModelConfig, written: bool = False):
-  """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache.
-
-  The whole [L, B, 2, K, S, H] cache is carried through the layers, so the new keys and
-  values are scattered in place (one scatter, no per-layer copy of the cache). Rows with
-  write_B False write nothing (their scatter index is out of range and dropped), so a
-  finished row's cache is never touched. Only the first `window` slots are read (for each
-  row and kv head one contiguous block): the caller guarantees every written position is
-  below it. written: the new keys and values are already in the cache (`k`, `v` unused).
-  Returns (attention output [B, T, K, G, H], updated cache).
-  """
+def _write_cache(cache, k_BxTxKxH, v_BxTxKxH, layer, positions_BxT, write_B) -> Cache:
+  """The full [L, B, 2, K, S, H] cache with row b's T new keys and values at slots
+  positions[b, 0] .. + T - 1 of layer `layer`, scattered in place (one scatter, no per-layer
+  copy of the cache). Rows with write_B False write nothing (their scatter index is out of
+  range and dropped), so a finished row's cache is never touched."""
   b, t = positions_BxT.shape
-  s = cache_slots(cache)
-  scale = attention_scale(cfg)
-  kind = decode_attention_kind(cfg) if t == 1 else 'einsum'
-  start_B = jnp.where(write_B, positions_BxT[:, 0], s)
+  start_B = jnp.where(write_B, positions_BxT[:, 0], cache_slots(cache))
   slots_BxT = start_B[:, None] + jnp.arange(t)[None, :]
   rows_Bx1 = jnp.arange(b)[:, None]
-
   # Advanced indices around slices: the indexed view is [B, T, 2, K, H], the update's shape.
   # Indices are unique (one row, distinct slots), so the scatter needs no atomics.
   kv_Lx2 = cache['kv']
-  if written:
-    new_cache = cache
-  else:
-    new_BxTx2xKxH = jnp.stack([k_BxTxKxH, v_BxTxKxH], axis=2).astype(kv_Lx2.dtype)
-    new_cache = {'kv': kv_Lx2.at[layer, rows_Bx1, :, :, slots_BxT].set(
-        new_BxTx2xKxH, mode='drop', unique_indices=True)}
+  new_BxTx2xKxH = jnp.stack([k_BxTxKxH, v_BxTxKxH], axis=2).astype(kv_Lx2.dtype)
+  return {'kv': kv_Lx2.at[layer, rows_Bx1, :, :, slots_BxT].set(
+      new_BxTx2xKxH, mode='drop', unique_indices=True)}
+
+
+def _windowed_attend(q_BxTxKxGxH, cache, layer, positions_BxT, window, cfg: ModelConfig):
+  """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache,
+  which already holds the step's keys and values (`_write_cache`, or the step kernels'
+  `qkv_append`). Only the first `window` slots are read (for each row and kv head one
+  contiguous block): the caller guarantees every written position is below it.
+  Returns the attention output [B, T, K, G, H].
+  """
+  b, t = positions_BxT.shape
+  scale = attention_scale(cfg)
+  kind = decode_attention_kind(cfg) if t == 1 else 'einsum'
   if kind == 'pallas':
     from ttc_jax.model import pallas_decode
     # Row b attends to slots [0, position + 1): the live prefix, read in place.
@@ -248,11 +260,11 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
     # 0: automatic (pallas_decode.auto_block); else a power of two dividing the window.
     block = min(block, window & -window) if block else 0
     o_BxKxGxH = pallas_decode.decode_attention(
-        q_BxTxKxGxH[:, 0], new_cache['kv'], layer, lengths_B, window=window,
+        q_BxTxKxGxH[:, 0], cache['kv'], layer, lengths_B, window=window,
         scale=scale, block_s=block, num_warps=warps, num_stages=stages,
         products=products)   # in q's dtype
-    return o_BxKxGxH[:, None], new_cache
-  kv_Bx2xKxWxH = jax.lax.dynamic_index_in_dim(new_cache['kv'], layer, 0, False)[..., :window, :]
+    return o_BxKxGxH[:, None]
+  kv_Bx2xKxWxH = jax.lax.dynamic_index_in_dim(cache['kv'], layer, 0, False)[..., :window, :]
   keys_BxKxWxH, values_BxKxWxH = kv_Bx2xKxWxH[:, 0], kv_Bx2xKxWxH[:, 1]
   slot_pos_BxW = jnp.broadcast_to(jnp.arange(window), (b, window))
   visible_BxTxW = slot_pos_BxW[:, None, :] <= positions_BxT[:, :, None]
@@ -269,11 +281,11 @@ def _windowed_attend(q_BxTxKxGxH, k_BxTxKxH, v_BxTxKxH, cache, layer, positions_
     probs_BxKxGxW = jax.nn.softmax(logits_BxKxGxW, axis=-1)
     o_BxKxGxH = jnp.sum(probs_BxKxGxW[..., None] *
                         values_BxKxWxH[:, :, None].astype(jnp.float32), axis=-2)
-    return o_BxKxGxH[:, None].astype(q_BxTxKxGxH.dtype), new_cache
+    return o_BxKxGxH[:, None].astype(q_BxTxKxGxH.dtype)
   o = attend(q_BxTxKxGxH, keys_BxKxWxH.astype(q_BxTxKxGxH.dtype),
              values_BxKxWxH.astype(q_BxTxKxGxH.dtype), visible_BxTxW, scale,
              cfg.attn_logit_softcap, kv_layout='bksh')
-  return o, new_cache
+  return o
 
 
 class Block(nn.Module):
@@ -342,8 +354,9 @@ class Block(nn.Module):
 
     if self.window is not None:
       q = q.reshape(b, t, k_heads, g, cfg.head_dim)
-      o, new_cache = _windowed_attend(q, k, v, full_cache, layer, positions_BxT, write_B,
-                                      self.window, cfg, written=written)
+      new_cache = full_cache if written else _write_cache(full_cache, k, v, layer,
+                                                          positions_BxT, write_B)
+      o = _windowed_attend(q, new_cache, layer, positions_BxT, self.window, cfg)
     elif cache_l is None:
       keys, values = k, v
       key_pos_BxS = positions_BxT
@@ -381,7 +394,7 @@ class Block(nn.Module):
       o = RMSNorm(cfg, name='attn_post_norm')(o)
     x_BxTxD = x_BxTxD + o
 
-    act = nn.silu if cfg.activation == 'silu' else (lambda z: nn.gelu(z, approximate=True))
+    act = activation_fn(cfg.activation)
     if step_kernels:
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD)
       h = pallas_step.swiglu(gate_up[:, 0], sumsq_B=_sum_squares(x_BxTxD)[:, 0],

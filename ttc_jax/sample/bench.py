@@ -109,6 +109,7 @@ def parse_variant(spec: str) -> dict:
   (ModelConfig.decode_step_kernels: eauto, epallas, exla); xNAME: XLA options from XLA_PRESETS
   for the sampler's functions (several merge), e.g. xnocb.
   """
+  from ttc_jax.model.config import DECODE_STEP_KERNELS
   attn, _, rest = spec.partition(':')
   parts = rest.split(':') if rest else []
   out = {'decode_attention': attn, 'decode_unroll': (parts[0] if parts else '1') != '0',
@@ -122,7 +123,7 @@ def parse_variant(spec: str) -> dict:
       out['steps_per_loop'] = int(value)
     elif tag == 'k' and len(value.split('x')) in (3, 4):
       out['decode_kernel'] = value.replace('x', ':')
-    elif tag == 'e' and value in ('auto', 'pallas', 'xla'):
+    elif tag == 'e' and value in DECODE_STEP_KERNELS:
       out['decode_step_kernels'] = value
     elif tag == 'x' and value in XLA_PRESETS:
       out['xla_options'].update(XLA_PRESETS[value])

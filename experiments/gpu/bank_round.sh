@@ -1,0 +1,10 @@
+#!/bin/bash
+# One device call: the study's sampler-bound stage on the GPU with this tree's decode path
+# (step kernels and the o kernel): `ttc run configs/arith_study.py --stages sample_bank`
+# (pretrains xs, then draws its sample bank), then greedy decoding of xs with each decode
+# attention side by side (decode_parity.py; 'pallas' runs the step kernels, 'reduce' and
+# 'einsum' XLA's fusions).
+OUT=${OUT:-/tmp/out}
+MODE=start WAIT=${WAIT:-420} OVERRIDES="--stages sample_bank" bash experiments/gpu/study_round.sh
+PYTHONPATH=/tmp/site:. timeout 150 python3 experiments/gpu/decode_parity.py \
+  /tmp/study/runs/arith_study --batch 256 2>&1 | grep -v Warn | tee $OUT/parity.txt

@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device call: the study's sampler-bound stage on the GPU with this tree's decode path
-# (step kernels and the o kernel): `ttc run configs/arith_study.py --stages sample_bank`
+# (the Pallas attention and step kernels): `ttc run configs/arith_study.py --stages sample_bank`
 # (pretrains xs, then draws its sample bank), then greedy decoding of xs with each decode
 # attention side by side (decode_parity.py; 'pallas' runs the step kernels, 'reduce' and
 # 'einsum' XLA's fusions).

@@ -14,39 +14,17 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 
-from ttc_jax.model import pallas_step, transformer
+from ttc_jax.model import pallas_step
 from ttc_jax.model.config import ModelConfig
 from ttc_jax.sample import bench
 
 SHAPES = {'M': dict(d_model=768, n_layers=12, n_heads=12, head_dim=64, d_ff=3072, batch=1024),
           'S': dict(d_model=256, n_layers=4, n_heads=4, head_dim=64, d_ff=1024, batch=4096),
           'tiny': dict(d_model=64, n_layers=2, n_heads=2, head_dim=16, d_ff=128, batch=16)}
-ORIGINAL = {name: getattr(pallas_step, name)
-            for name in ('qkv_append', 'swiglu', 'residual_matmul')}
-BLOCKS = transformer._o_matmul_blocks
-
-
-def xla_residual_matmul(x, w, r, **_):
-  """residual + x @ w and the sums of squares by XLA (the step before the o kernel)."""
-  y = r + jnp.dot(x, w.astype(r.dtype), preferred_element_type=jnp.float32).astype(r.dtype)
-  y32 = y.astype(jnp.float32)
-  return y, jnp.sum(y32 * y32, axis=-1)
-
-
-def o_blocks(**changes):
-  """_o_matmul_blocks with some launch settings replaced."""
-  return lambda cfg, batch: (lambda out: out and {**out, **changes})(BLOCKS(cfg, batch))
-
-
+ORIGINAL = {name: getattr(pallas_step, name) for name in ('qkv_append', 'swiglu')}
 SETTINGS = {   # name: ({function: keyword defaults} or a replacement, config changes)
     'default': ({}, {}),
-    'xla o': ({'residual_matmul': xla_residual_matmul}, {}),
-    'o 64x128': ({'blocks': o_blocks(block_n=128)}, {}),
-    'o 3 stages': ({'blocks': o_blocks(num_stages=3)}, {}),
-    'o 128x64': ({'blocks': o_blocks(block_m=128, block_n=64)}, {}),
-    'o k128': ({'blocks': o_blocks(block_k=128, num_stages=3)}, {}),
     'swiglu 16x512': ({'swiglu': dict(block_rows=16)}, {}),
     'swiglu 8x1024': ({'swiglu': dict(block_cols=1024)}, {}),
     'swiglu 4x512': ({'swiglu': dict(block_rows=4)}, {}),
@@ -59,7 +37,6 @@ SETTINGS = {   # name: ({function: keyword defaults} or a replacement, config ch
 
 
 def apply_setting(patches):
-  transformer._o_matmul_blocks = patches.get('blocks', BLOCKS)
   for name, fn in ORIGINAL.items():
     patch = patches.get(name)
     if patch is None:
@@ -75,7 +52,6 @@ def main():
   ap.add_argument('--shapes', default='M,S')
   ap.add_argument('--settings', default=','.join(SETTINGS))
   ap.add_argument('--tiny', action='store_true', help='CPU smoke run: a tiny model, 2 tokens')
-  ap.add_argument('--trace', default='', help='trace each run into DIR/<shape>_<i> (1 rep)')
   args = ap.parse_args()
   print(jax.devices()[0], flush=True)
   names = args.settings.split(',')
@@ -87,13 +63,12 @@ def main():
     base = ModelConfig(vocab_size=128, n_kv_heads=dims['n_heads'], max_len=32 + new,
                        dtype='bfloat16', param_dtype='bfloat16',
                        decode_step_kernels='pallas', **dims)
-    for i, name in enumerate(names):
+    for name in names:
       patches, changes = SETTINGS[name]
       apply_setting(patches)
       cfg = dataclasses.replace(base, **changes).validate()
       try:
-        out = bench.bench_jax(cfg, batch, 32, new, 1 if args.tiny or args.trace else 3, 0,
-                              trace_dir=args.trace and f'{args.trace}/{shape}_{i}')
+        out = bench.bench_jax(cfg, batch, 32, new, 1 if args.tiny else 3, 0)
       except ValueError as e:   # a block that does not fit this shape
         print(f'{shape}/{batch} {name:>16}: {e}', flush=True)
         continue

@@ -36,30 +36,11 @@ def _pow2_divisor(n: int, cap: int) -> int:
 
 
 def _check_sumsq(sumsq_B, batch: int, d_model, eps):
-  """The row-scale arguments: sumsq_B None, or [B] or [P, B] (P a power of two) with
-  d_model >= 1 and eps >= 0."""
-  shape = jnp.shape(sumsq_B)
-  if sumsq_B is not None and (
-      shape[-1:] != (batch,) or len(shape) not in (1, 2)
-      or len(shape) == 2 and not is_pow2(shape[0])
-      or not isinstance(d_model, int) or d_model < 1 or not eps >= 0):
-    raise ValueError(f'sumsq_B must be [B={batch}] or [P, B] with P a power of two, with '
-                     f'd_model >= 1 and eps >= 0, got shape {shape}, d_model={d_model!r}, '
-                     f'eps={eps!r}')
-
-
-def _sumsq_PxB(sumsq_B):
-  """sumsq_B as float32 [P, B] partial sums (a [B] array is one part), or None."""
-  if sumsq_B is None:
-    return None
-  x = jnp.asarray(sumsq_B, jnp.float32)
-  return x[None] if x.ndim == 1 else x
-
-
-def total_sumsq(sumsq_B):
-  """Each row's sum of squares from [B] or [P, B] partial sums (`residual_matmul`'s)."""
-  x = jnp.asarray(sumsq_B, jnp.float32)
-  return x if x.ndim == 1 else jnp.sum(x, axis=0)
+  """The row-scale arguments: sumsq_B None, or [B] with d_model >= 1 and eps >= 0."""
+  if sumsq_B is not None and (jnp.shape(sumsq_B) != (batch,) or not isinstance(d_model, int)
+                              or d_model < 1 or not eps >= 0):
+    raise ValueError(f'sumsq_B must be [B={batch}] with d_model >= 1 and eps >= 0, got '
+                     f'shape {jnp.shape(sumsq_B)}, d_model={d_model!r}, eps={eps!r}')
 
 
 def _interpret(interpret):
@@ -91,8 +72,7 @@ def _append_kernel(*refs, n_groups: int, n_heads: int, kv_heads: int, rows: int,
   # Lane h of swap_H is h + H/2 (mod H): reading a vector at swap_H exchanges its halves.
   swap_H = jnp.where(lanes_H < head_dim // 2, lanes_H + head_dim // 2, lanes_H - head_dim // 2)
   dtype = qkv_ref.dtype
-  scale_R = (row_scale(jnp.sum(ss_ref[...], axis=0), d_model, eps)[:, None] if scaled
-             else None)
+  scale_R = row_scale(ss_ref[...], d_model, eps)[:, None] if scaled else None
   if rotate:
     cos_RxH, sin_RxH = cos_ref[...], sin_ref[...]
 
@@ -197,7 +177,7 @@ def qkv_append(qkv_BxCxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer, slots_B: 
   dynamic_layer = is_traced_layer(layer, n_layers)
   f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
   return _qkv_append(qkv_BxCxH, kv_LxBx2xKxSxH, jnp.asarray(slots_B, jnp.int32),
-                     jnp.asarray(write_B).astype(jnp.int32), _sumsq_PxB(sumsq_B), bias_CxH,
+                     jnp.asarray(write_B).astype(jnp.int32), f32(sumsq_B), bias_CxH,
                      f32(rope_cos_BxH), f32(rope_sin_BxH),
                      jnp.reshape(jnp.asarray(layer, jnp.int32), (1,)) if dynamic_layer
                      else None,
@@ -219,7 +199,7 @@ def _qkv_append(qkv, cache, slots_B, write_B, sumsq_B, bias_CxH, cos_BxH, sin_Bx
   in_specs = [row_block(n_cols, head_dim), row_block(), row_block()]
   operands = [qkv, slots_B, write_B]
   if sumsq_B is not None:
-    in_specs.append(pl.BlockSpec((sumsq_B.shape[0], rows), lambda k, r: (0, r)))
+    in_specs.append(row_block())
     operands.append(sumsq_B)
   if bias_CxH is not None:
     in_specs.append(pl.BlockSpec(bias_CxH.shape, lambda k, r: (0, 0)))
@@ -264,7 +244,7 @@ def reference_qkv_append(qkv_BxCxH, kv_LxBx2xKxSxH, layer, slots_B, write_B, *,
   n_layers, batch, _, kv_heads, slots, head_dim = kv_LxBx2xKxSxH.shape
   x = qkv_BxCxH.astype(jnp.float32)
   if sumsq_B is not None:
-    x = x * row_scale(total_sumsq(sumsq_B), d_model, eps)[:, None, None]
+    x = x * row_scale(sumsq_B, d_model, eps)[:, None, None]
   if bias_CxH is not None:
     x = x + bias_CxH.astype(jnp.float32)
   x = x.astype(qkv_BxCxH.dtype)
@@ -294,7 +274,7 @@ def _swiglu_kernel(*refs, scaled: bool, activation: str, d_model: int, eps: floa
   gate = gate_ref[...].astype(jnp.float32)
   up = up_ref[...].astype(jnp.float32)
   if scaled:
-    scale = row_scale(jnp.sum(ss_ref[...], axis=0), d_model, eps)[:, None]
+    scale = row_scale(ss_ref[...], d_model, eps)[:, None]
     gate, up = gate * scale, up * scale
   out_ref[...] = (activation_fn(activation)(gate) * up).astype(out_ref.dtype)
 
@@ -326,7 +306,7 @@ def swiglu(gate_up_BxF2: jax.Array, *, sumsq_B: jax.Array | None = None, d_model
     if not isinstance(value, int) or not is_pow2(value) or n % value:
       raise ValueError(f'{name}={value!r} must be a power of two dividing {n}')
   _check_sumsq(sumsq_B, batch, d_model, eps)
-  return _swiglu(gate_up_BxF2, _sumsq_PxB(sumsq_B),
+  return _swiglu(gate_up_BxF2, None if sumsq_B is None else jnp.asarray(sumsq_B, jnp.float32),
                  activation=activation, d_model=int(d_model), eps=float(eps),
                  block_rows=block_rows, block_cols=block_cols, num_warps=num_warps,
                  interpret=_interpret(interpret))
@@ -342,7 +322,7 @@ def _swiglu(gate_up, sumsq_B, *, activation, d_model, eps, block_rows, block_col
               pl.BlockSpec((block_rows, block_cols), lambda i, j: (i, j + n_col_blocks))]
   operands = [gate_up, gate_up]
   if sumsq_B is not None:
-    in_specs.append(pl.BlockSpec((sumsq_B.shape[0], block_rows), lambda i, j: (0, i)))
+    in_specs.append(pl.BlockSpec((block_rows,), lambda i, j: (i,)))
     operands.append(sumsq_B)
   return pl.pallas_call(
       functools.partial(_swiglu_kernel, scaled=sumsq_B is not None, activation=activation,
@@ -361,87 +341,6 @@ def reference_swiglu(gate_up_BxF2, *, sumsq_B=None, d_model=0, eps=0.0, activati
   """Plain JAX, as `transformer.Block(fused=True)` computes it."""
   x = gate_up_BxF2.astype(jnp.float32)
   if sumsq_B is not None:
-    x = x * row_scale(total_sumsq(sumsq_B), d_model, eps)[:, None]
+    x = x * row_scale(sumsq_B, d_model, eps)[:, None]
   gate, up = jnp.split(x, 2, axis=-1)
   return (activation_fn(activation)(gate) * up).astype(gate_up_BxF2.dtype)
-
-
-# ----------------------------------------------------------------------------- residual_matmul
-
-
-def _residual_matmul_kernel(x_ref, w_ref, r_ref, out_ref, ss_ref, *, block_k: int, n_k: int,
-                            n_parts: int):
-  block_m, block_n = out_ref.shape
-
-  def body(i, acc):
-    ks = pl.ds(pl.multiple_of(i * block_k, block_k), block_k)
-    return acc + jnp.dot(x_ref[:, ks], w_ref[ks, :], preferred_element_type=jnp.float32)
-
-  acc = jax.lax.fori_loop(0, n_k, body, jnp.zeros((block_m, block_n), jnp.float32))
-  # r + (x @ w) rounded as the model rounds them: the product to the compute dtype, then the
-  # sum; its squares summed in float32 over this program's columns, into row j of ss_ref
-  # (rows past the column blocks, padding to a power of two, are zeros).
-  y = (acc.astype(out_ref.dtype).astype(jnp.float32)
-       + r_ref[...].astype(jnp.float32)).astype(out_ref.dtype)
-  out_ref[...] = y
-  y32 = y.astype(jnp.float32)
-  j = pl.program_id(1)
-  ss_ref[pl.ds(j, 1), :] = jnp.sum(y32 * y32, axis=1)[None, :]
-
-  @pl.when(j == 0)
-  def _():
-    for pad in range(n_parts, ss_ref.shape[0]):
-      ss_ref[pad:pad + 1, :] = jnp.zeros((1, block_m), jnp.float32)
-
-
-def residual_matmul(x_BxK: jax.Array, w_KxN: jax.Array, residual_BxN: jax.Array, *,
-                    block_m: int = 64, block_n: int = 128, block_k: int = 64,
-                    num_warps: int = 4, num_stages: int = 3, name: str = 'residual_matmul',
-                    interpret: bool | None = None) -> tuple[jax.Array, jax.Array]:
-  """residual + x @ w and the new rows' sums of squares, in one kernel (`name` names it in
-  profiles).
-
-  Returns (y [B, N] in the residual's dtype, partial sums of squares float32 [P, B], P the
-  power of two at or above N / block_n: summed over axis 0 they are each row's sum of y^2, as
-  the next pre-norm's `sumsq_B` takes them, `total_sumsq` sums them). The
-  product is rounded to the compute dtype before the add, as `x + o` in the model.
-  Raises:
-    ValueError: for mismatched shapes or a bad block.
-  """
-  if (x_BxK.ndim != 2 or w_KxN.ndim != 2 or w_KxN.shape[0] != x_BxK.shape[1]
-      or residual_BxN.shape != (x_BxK.shape[0], w_KxN.shape[1])):
-    raise ValueError(f'x_BxK {x_BxK.shape}, w_KxN {w_KxN.shape} and residual_BxN '
-                     f'{residual_BxN.shape} do not match')
-  (batch, k), n = x_BxK.shape, w_KxN.shape[1]
-  for name, value, size in (('block_m', block_m, batch), ('block_n', block_n, n),
-                            ('block_k', block_k, k)):
-    if not isinstance(value, int) or not is_pow2(value) or size % value or value < 16:
-      raise ValueError(f'{name}={value!r} must be a power of two >= 16 dividing {size}')
-  return _residual_matmul(x_BxK.astype(residual_BxN.dtype), w_KxN.astype(residual_BxN.dtype),
-                          residual_BxN, block_m=block_m, block_n=block_n, block_k=block_k,
-                          num_warps=num_warps, num_stages=num_stages, name=name,
-                          interpret=_interpret(interpret))
-
-
-@functools.partial(jax.jit, static_argnames=('block_m', 'block_n', 'block_k', 'num_warps',
-                                             'num_stages', 'name', 'interpret'))
-def _residual_matmul(x, w, residual, *, block_m, block_n, block_k, num_warps, num_stages,
-                     name, interpret):
-  (batch, k), n = x.shape, w.shape[1]
-  n_parts = n // block_n
-  padded = 1 << (n_parts - 1).bit_length()
-  return pl.pallas_call(
-      functools.partial(_residual_matmul_kernel, block_k=block_k, n_k=k // block_k,
-                        n_parts=n_parts),
-      grid=(batch // block_m, n // block_n),
-      in_specs=[pl.BlockSpec((block_m, k), lambda i, j: (i, 0)),
-                pl.BlockSpec((k, block_n), lambda i, j: (0, j)),
-                pl.BlockSpec((block_m, block_n), lambda i, j: (i, j))],
-      out_specs=[pl.BlockSpec((block_m, block_n), lambda i, j: (i, j)),
-                 pl.BlockSpec((padded, block_m), lambda i, j: (0, i))],
-      out_shape=[jax.ShapeDtypeStruct((batch, n), residual.dtype),
-                 jax.ShapeDtypeStruct((padded, batch), jnp.float32)],
-      compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-      interpret=interpret,
-      name=name,
-  )(x, w, residual)

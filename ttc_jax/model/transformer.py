@@ -389,29 +389,16 @@ class Block(nn.Module):
                  attention_scale(cfg), cfg.attn_logit_softcap,
                  kv_layout='bskh' if cache_l is None else 'bksh')
     o = o.reshape(b, t, cfg.n_heads, cfg.head_dim)
-    o_blocks = _o_matmul_blocks(cfg, b) if step_kernels else None
-    mlp_sumsq = None
-    if o_blocks is not None:
-      # The output projection, the residual add and the MLP norm's sums of squares in one
-      # Pallas kernel (`pallas_step.residual_matmul`), which replaces XLA's matmul and its
-      # add-and-reduce fusion.
-      w_o = self.variables['params']['o']['kernel'].reshape(-1, cfg.d_model)
-      x, mlp_sumsq = pallas_step.residual_matmul(o.reshape(b, -1), w_o, x_BxTxD[:, 0],
-                                                 **o_blocks)
-      x_BxTxD = x[:, None]
-    else:
-      o = _dense(cfg, cfg.d_model, 'o', axis=(-2, -1))(o)
-      if cfg.post_norms:
-        o = RMSNorm(cfg, name='attn_post_norm')(o)
-      x_BxTxD = x_BxTxD + o
+    o = _dense(cfg, cfg.d_model, 'o', axis=(-2, -1))(o)
+    if cfg.post_norms:
+      o = RMSNorm(cfg, name='attn_post_norm')(o)
+    x_BxTxD = x_BxTxD + o
 
     act = activation_fn(cfg.activation)
     if step_kernels:
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD)
-      if mlp_sumsq is None:
-        mlp_sumsq = _sum_squares(x_BxTxD)[:, 0]
-      h = pallas_step.swiglu(gate_up[:, 0], sumsq_B=mlp_sumsq, d_model=cfg.d_model,
-                             eps=cfg.norm_eps,
+      h = pallas_step.swiglu(gate_up[:, 0], sumsq_B=_sum_squares(x_BxTxD)[:, 0],
+                             d_model=cfg.d_model, eps=cfg.norm_eps,
                              activation=cfg.activation)[:, None]
     elif self.fused:   # the MLP norm as a row scale too, on both halves of the product
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD).astype(jnp.float32)
@@ -429,21 +416,6 @@ class Block(nn.Module):
     if self.window is not None:
       return (x_BxTxD, new_cache, layer + 1), None
     return x_BxTxD, new_cache
-
-
-def _o_matmul_blocks(cfg: ModelConfig, batch: int) -> dict | None:
-  """Launch settings of the decode step's output projection kernel (`Block` with the step
-  kernels) for this model and batch, or None where it does not apply: a post-norm between the
-  projection and the residual add, or a dimension without a power-of-two factor of 16.
-  Measured on an H200 (results/h200_2026-11-29k/o): 64 x 64 blocks, 4 stages."""
-  if cfg.post_norms:
-    return None
-  pow2 = lambda n, cap: min(n & -n, cap)
-  blocks = dict(block_m=pow2(batch, 64), block_n=pow2(cfg.d_model, 64),
-                block_k=pow2(cfg.n_heads * cfg.head_dim, 64))
-  if min(blocks.values()) < 16:
-    return None
-  return dict(blocks, num_stages=4, name='o_matmul')
 
 
 class Transformer(nn.Module):

@@ -258,27 +258,36 @@ def test_kv_slots():
 
 
 _SHARDED = textwrap.dedent('''
-  import json, sys
+  import dataclasses, json, sys
   import jax, numpy as np
-  from ttc_jax.model import transformer
   from ttc_jax.sample import Sampler
   from ttc_jax.sharding import MeshConfig, make_mesh
   sys.path.insert(0, 'tests')
   from test_sample import CFG, PROMPTS, LENGTHS, DELIM, make_params
   assert jax.device_count() == 8
   params = make_params()
+  # 'pallas': the Pallas attention and step kernels (interpreted on CPU), run per device's
+  # rows under shard_map (transformer.over_row_shards).
+  pallas = dataclasses.replace(CFG, decode_attention='pallas', decode_step_kernels='pallas')
   out = {}
-  for name, mesh in (('one', None), ('eight', make_mesh(MeshConfig(data=-1)))):
-    s = Sampler(CFG, eos_id=-1, step_ids=(DELIM,), n_windows=2, mesh=mesh)
-    # Several devices: 'auto' decodes with the XLA attention (GSPMD cannot split a Pallas call).
-    assert s.config.decode_attention == ('auto' if mesh is None else 'einsum')
-    st = s.start(params, PROMPTS, LENGTHS, jax.random.key(4), n_samples=4, cache_len=40,
-                 temperature=1.0, max_new_tokens=12, top_p=0.9)
-    if mesh is not None:
-      assert len(st.tokens_BxS.sharding.device_set) == 8
-    st = s.extend_one_step(params, st)
-    st = s.generate(params, st)
-    out[name] = np.asarray(st.tokens_BxS).tolist()
+  for kind, cfg, n in (('auto', CFG, 4), ('pallas', pallas, 4)):
+    for name, mesh in (('one', None), ('eight', make_mesh(MeshConfig(data=-1)))):
+      s = Sampler(cfg, eos_id=-1, step_ids=(DELIM,), n_windows=2, mesh=mesh)
+      st = s.start(params, PROMPTS, LENGTHS, jax.random.key(4), n_samples=n, cache_len=40,
+                   temperature=1.0, max_new_tokens=12, top_p=0.9)
+      if mesh is not None:
+        assert len(st.tokens_BxS.sharding.device_set) == 8
+      st = s.extend_one_step(params, st)
+      if mesh is not None and kind == 'pallas':
+        # No gather in the compiled decode: each device reads only its rows' cache (without
+        # shard_map XLA all-gathers the kernels' operands; the loop condition's all-reduce
+        # over rows stays).
+        decode = [f for k, f in s._jits.items() if k[0] == 'decode'][0]
+        with jax.set_mesh(mesh):
+          hlo = decode.lower(params, st, None).compile().as_text()
+        out['gathers'] = [op for op in ('all-gather', 'all-to-all') if op in hlo]
+      st = s.generate(params, st)
+      out[f'{kind}_{name}'] = np.asarray(st.tokens_BxS).tolist()
   print(json.dumps(out))
 ''')
 
@@ -292,12 +301,14 @@ def test_eight_fake_devices_match_one(params):
                        capture_output=True, text=True, timeout=300)
   assert res.returncode == 0, res.stderr[-3000:]
   out = json.loads(res.stdout.strip().splitlines()[-1])
-  assert out['one'] == out['eight']
+  assert out['auto_one'] == out['auto_eight']
+  assert out['pallas_one'] == out['pallas_eight']
+  assert out['gathers'] == []
   s = Sampler(CFG, eos_id=-1, step_ids=(DELIM,), n_windows=2)
   st = s.start(params, PROMPTS, LENGTHS, jax.random.key(4), n_samples=4, cache_len=40,
                temperature=1.0, max_new_tokens=12, top_p=0.9)
   st = s.generate(params, s.extend_one_step(params, st))
-  assert np.asarray(st.tokens_BxS).tolist() == out['one']
+  assert np.asarray(st.tokens_BxS).tolist() == out['auto_one']
 
 
 @pytest.mark.parametrize('kw, word', [

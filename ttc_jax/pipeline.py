@@ -30,8 +30,8 @@ def _asdict(x):
 # Knobs that change speed or logging but not what a stage produces: kept out of stage
 # fingerprints, so switching attention kernels or logging cadence reruns nothing.
 _NOT_OUTPUTS = {'attention_impl', 'remat', 'scan_unroll', 'decode_attention', 'decode_unroll',
-                'decode_kernel', 'decode_step_kernels', 'unroll_layers', 'log_every', 'peak_flops', 'eval_batch',
-                'name'}
+                'decode_kernel', 'decode_step_kernels', 'unroll_layers', 'log_every',
+                'peak_flops', 'eval_batch', 'name'}
 
 
 def _outputs_only(d: dict) -> dict:
@@ -247,7 +247,7 @@ def _bank_run(run: Run, stage: Stage) -> dict:
                             jax.random.key(stage_seed(cfg, f'sample_bank/{m}')),
                             task.tokenizer, task.is_correct, task.parse_answer,
                             max_new_tokens=max_new, temperature=b.temperature, top_p=b.top_p,
-                            top_k=b.top_k, batch_size=b.batch_size)
+                            top_k=b.top_k, batch_size=b.batch_size, mesh=make_mesh(cfg.mesh))
     write_bank(df, path)
     figures = {'path': str(path.relative_to(run.dir)), 'pass@1': float(df['correct'].mean()),
                'samples_per_s': stats['samples_per_s'], 'tokens_per_s': stats['tokens_per_s'],
@@ -270,7 +270,7 @@ def _train_bank_run(run: Run, stage: Stage) -> dict:
                           jax.random.key(stage_seed(cfg, stage.name)), task.tokenizer,
                           task.is_correct, task.parse_answer,
                           max_new_tokens=task.max_text_len, temperature=b.temperature,
-                          batch_size=b.batch_size)
+                          batch_size=b.batch_size, mesh=make_mesh(cfg.mesh))
   write_bank(df, run.stage_dir(stage.name) / 'bank.parquet')
   return {'policy': member, 'problems': len(problems), 'pass@1': float(df['correct'].mean()),
           'samples_per_s': stats['samples_per_s']}

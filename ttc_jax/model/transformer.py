@@ -23,12 +23,14 @@ grow with depth.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from ttc_jax.model.config import ModelConfig
 
@@ -242,6 +244,34 @@ def _write_cache(cache, k_BxTxKxH, v_BxTxKxH, layer, positions_BxT, write_B) -> 
       new_BxTx2xKxH, mode='drop', unique_indices=True)}
 
 
+def over_row_shards(fn, args, in_axes, out_axes):
+  """fn(*args), run on each device's rows where the mesh in context (`jax.set_mesh`) splits
+  rows over a 'data' axis of more than one device; fn(*args) as is otherwise.
+
+  XLA's partitioner cannot split a Pallas call: it would gather every sharded operand (the
+  whole KV cache) onto each device. Under `jax.shard_map` each kernel instead sees only its
+  device's rows, which is all it needs (rows never interact).
+  in_axes: per arg, the axis holding the rows, or None (replicated); args that are not
+    jax arrays (Python ints, None) are passed through unchanged.
+  out_axes: the same for fn's outputs (a pytree prefix of them).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or dict(mesh.shape).get('data', 1) == 1:
+    return fn(*args)
+  arrays = [i for i, a in enumerate(args) if isinstance(a, jax.Array)]
+
+  def local(*xs):
+    full = list(args)
+    for i, x in zip(arrays, xs):
+      full[i] = x
+    return fn(*full)
+
+  spec = lambda axis: P() if axis is None else P(*([None] * axis), 'data')
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=tuple(spec(in_axes[i]) for i in arrays),
+      out_specs=jax.tree.map(spec, out_axes), check_vma=False)(*[args[i] for i in arrays])
+
+
 def _windowed_attend(q_BxTxKxGxH, cache, layer, positions_BxT, window, cfg: ModelConfig):
   """Decode-path attention over cache slots [0, window) of layer `layer` of the full cache,
   which already holds the step's keys and values (`_write_cache`, or the step kernels'
@@ -259,10 +289,11 @@ def _windowed_attend(q_BxTxKxGxH, cache, layer, positions_BxT, window, cfg: Mode
     block, warps, stages, products = cfg.decode_kernel_settings()
     # 0: automatic (pallas_decode.auto_block); else a power of two dividing the window.
     block = min(block, window & -window) if block else 0
-    o_BxKxGxH = pallas_decode.decode_attention(
-        q_BxTxKxGxH[:, 0], cache['kv'], layer, lengths_B, window=window,
-        scale=scale, block_s=block, num_warps=warps, num_stages=stages,
-        products=products)   # in q's dtype
+    attend_rows = functools.partial(
+        pallas_decode.decode_attention, window=window, scale=scale, block_s=block,
+        num_warps=warps, num_stages=stages, products=products)   # in q's dtype
+    o_BxKxGxH = over_row_shards(attend_rows, (q_BxTxKxGxH[:, 0], cache['kv'], layer, lengths_B),
+                                (0, CACHE_BATCH_AXIS, None, 0), 0)
     return o_BxKxGxH[:, None]
   kv_Bx2xKxWxH = jax.lax.dynamic_index_in_dim(cache['kv'], layer, 0, False)[..., :window, :]
   keys_BxKxWxH, values_BxKxWxH = kv_Bx2xKxWxH[:, 0], kv_Bx2xKxWxH[:, 1]
@@ -331,10 +362,14 @@ class Block(nn.Module):
         from ttc_jax.model import pallas_step
         cos, sin = rope_tables(positions_BxT[:, 0], cfg.head_dim, cfg.rope_theta,
                                cfg.rope_scaling)
-        q, kv = pallas_step.qkv_append(
-            qkv[:, 0], full_cache['kv'], layer, positions_BxT[:, 0], write_B,
-            sumsq_B=_sum_squares(x_BxTxD)[:, 0], d_model=cfg.d_model, eps=cfg.norm_eps,
-            bias_CxH=bias, rope_cos_BxH=cos, rope_sin_BxH=sin)
+        append = lambda qkv, kv, layer, slots, write, ss, bias, cos, sin: (
+            pallas_step.qkv_append(qkv, kv, layer, slots, write, sumsq_B=ss,
+                                   d_model=cfg.d_model, eps=cfg.norm_eps, bias_CxH=bias,
+                                   rope_cos_BxH=cos, rope_sin_BxH=sin))
+        q, kv = over_row_shards(
+            append, (qkv[:, 0], full_cache['kv'], layer, positions_BxT[:, 0], write_B,
+                     _sum_squares(x_BxTxD)[:, 0], bias, cos, sin),
+            (0, CACHE_BATCH_AXIS, None, 0, 0, 0, None, 0, 0), (0, CACHE_BATCH_AXIS))
         q, k, v = q[:, None], None, None
         full_cache, written = {'kv': kv}, True
       else:
@@ -397,9 +432,10 @@ class Block(nn.Module):
     act = activation_fn(cfg.activation)
     if step_kernels:
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD)
-      h = pallas_step.swiglu(gate_up[:, 0], sumsq_B=_sum_squares(x_BxTxD)[:, 0],
-                             d_model=cfg.d_model, eps=cfg.norm_eps,
-                             activation=cfg.activation)[:, None]
+      swiglu = functools.partial(pallas_step.swiglu, d_model=cfg.d_model, eps=cfg.norm_eps,
+                                 activation=cfg.activation)
+      h = over_row_shards(lambda g, ss: swiglu(g, sumsq_B=ss),
+                          (gate_up[:, 0], _sum_squares(x_BxTxD)[:, 0]), (0, 0), 0)[:, None]
     elif self.fused:   # the MLP norm as a row scale too, on both halves of the product
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD).astype(jnp.float32)
       gate, up = jnp.split(gate_up * _rms_scale(x_BxTxD, cfg), 2, axis=-1)

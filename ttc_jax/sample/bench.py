@@ -136,7 +136,8 @@ def parse_variant(spec: str) -> dict:
 
 def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
               n_windows: int, trace_dir: str | None = None, steps_per_loop: int = 0,
-              xla_options: dict | None = None) -> dict:
+              xla_options: dict | None = None, mesh=None) -> dict:
+  """One shape through the Sampler (rows sharded over mesh's 'data' axis when given)."""
   from ttc_jax.model import transformer
   from ttc_jax.sample.decode import Sampler
   params = transformer.init_params(cfg, jax.random.key(0))
@@ -144,7 +145,7 @@ def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
                                           cfg.vocab_size), np.int32)
   lengths = np.full((batch,), prompt_len, np.int32)
   sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows, steps_per_loop=steps_per_loop,
-                    compiler_options=xla_options or None)
+                    compiler_options=xla_options or None, mesh=mesh)
   cache_len = prompt_len + new_tokens
 
   def start(seed):

@@ -23,6 +23,7 @@ samples as N separate copies of it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Sequence
@@ -348,7 +349,11 @@ class Sampler:
   top-p, the prompt bucket, P, N, cache_len. Everything else is an array.
 
   mesh: optional; rows are then sharded over its 'data' axis (B must divide evenly) and
-    params placed by `param_shardings`.
+    params placed by `param_shardings`. The decode is traced under the mesh, so the Pallas
+    kernels run on each device's rows (`transformer.over_row_shards`). On CPU (8 fake
+    devices in the tests) the same seed gives the same samples as one device; on GPUs the
+    per-device batch can change XLA's matmul tilings and so the rounding (2 H200s: 74-93%
+    of rows identical).
   n_windows: number of static attention windows the cache is split into (more windows read
     less of the cache per step but compile more loop bodies); 0: `auto_windows(config)`.
     XLA attention only: the Pallas kernel reads only each row's live prefix whatever the
@@ -376,12 +381,6 @@ class Sampler:
 
   def __post_init__(self):
     self.step_ids = tuple(int(i) for i in self.step_ids)
-    if (self.mesh is not None and self.mesh.size > 1
-        and self.config.decode_attention == 'auto'):
-      # GSPMD does not partition a pallas_call (it would gather the sharded cache onto every
-      # device), so rows sharded over several devices decode with the XLA attention.
-      self.config = dataclasses.replace(
-          self.config, decode_attention=transformer.xla_decode_attention_kind(self.config))
     if self.n_windows < 0:
       raise ValueError(f'n_windows must be >= 0 (0 = auto), got {self.n_windows}.')
     # With the Pallas kernel the KV cache is padded to `kv_slots` (whole blocks).
@@ -507,7 +506,10 @@ class Sampler:
                    eos_id=int(self.eos_id), step_ids=self.step_ids, top_k=int(self.top_k),
                    use_top_p=use_top_p, one_step=one_step, n_windows=int(self.n_windows),
                    steps_per_loop=1 if one_step else int(self.steps_per_loop))
-    return fn(params, state, row_keys)
+    # Traced under the mesh, so the model runs its Pallas kernels per device's rows
+    # (`transformer.over_row_shards`) instead of leaving XLA to gather their operands.
+    with jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext():
+      return fn(params, state, row_keys)
 
   def generate(self, params, state: DecodeState, row_keys=None,
                donate: bool = True) -> DecodeState:

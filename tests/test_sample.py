@@ -219,15 +219,18 @@ def test_compiler_options_reach_the_compiled_functions(params, sampler):
 
 
 def test_gpu_compiler_options_under_the_callers(monkeypatch):
-  """On a GPU a Sampler compiles with GPU_COMPILER_OPTIONS (concurrent command buffers)
-  under the caller's options, which win on a clash; elsewhere only the caller's."""
+  """On a GPU a Sampler compiles with GPU_COMPILER_OPTIONS (concurrent command buffers,
+  untuned cuBLAS matmuls) under the caller's options, which win on a clash; elsewhere only
+  the caller's."""
   from ttc_jax.sample.decode import GPU_COMPILER_OPTIONS
   assert Sampler(CFG, eos_id=-1).compiler_options is None   # CPU here
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert Sampler(CFG, eos_id=-1).compiler_options == GPU_COMPILER_OPTIONS
-  mode = 'xla_gpu_command_buffer_scheduling_mode'
-  got = Sampler(CFG, eos_id=-1, compiler_options={mode: 'LHS', 'xla_gpu_autotune_level': 0})
-  assert got.compiler_options == {mode: 'LHS', 'xla_gpu_autotune_level': 0}
+  mode, tune = 'xla_gpu_command_buffer_scheduling_mode', 'xla_gpu_autotune_level'
+  got = Sampler(CFG, eos_id=-1, compiler_options={mode: 'LHS', tune: 4, 'xla_gpu_foo': 1})
+  assert got.compiler_options == {**GPU_COMPILER_OPTIONS, mode: 'LHS', tune: 4,
+                                  'xla_gpu_foo': 1}
+  assert GPU_COMPILER_OPTIONS[mode] == 'CONCURRENT' and GPU_COMPILER_OPTIONS[tune] == 0
 
 
 @pytest.mark.parametrize('cache_len,slots', [(32, 32), (40, 64), (150, 192)])

@@ -80,8 +80,14 @@ XLA_PRESETS = {
     # CUDA graphs for the whole decode loop (conditional nodes), so no host round trip
     'while': {'xla_gpu_enable_command_buffer':
               'FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL'},
-    # every matmul through cuBLAS instead of XLA's Triton GEMM fusions
+    # every matmul through cuBLAS instead of XLA's Triton GEMM fusions (part of the sampler's
+    # GPU default, decode.GPU_COMPILER_OPTIONS)
     'cublas': {'xla_gpu_enable_triton_gemm': False},
+    # XLA's own matmul choices: Triton GEMM fusions where faster, autotuned (XLA's default
+    # level), as the sampler compiled before the untuned cuBLAS default
+    'tuned': {'xla_gpu_enable_triton_gemm': True, 'xla_gpu_autotune_level': 4},
+    # no autotuning: each GEMM takes the backend's heuristic choice (also in the default)
+    'noat': {'xla_gpu_autotune_level': 0},
     # the autotuner tries every Triton GEMM tiling, not a short list
     'exh': {'xla_gpu_exhaustive_tiling_search': True},
     # Hopper: Triton GEMMs with warps specialised into producers and consumers

@@ -46,7 +46,15 @@ NO_LIMIT = np.iinfo(np.int32).max // 2
 # step may overlap. Measured on an H200 in one process (experiments/results/
 # h200_2026-11-29h/nano): +1.9% at S/4096 and +2.0% at M/1024; the same tokens and the same
 # compiled memory (`experiments/gpu/conc_check.py`).
-GPU_COMPILER_OPTIONS = {'xla_gpu_command_buffer_scheduling_mode': 'CONCURRENT'}
+# Every matmul goes to cuBLAS with its own heuristic choice of algorithm (no Triton GEMMs, no
+# autotuning). Measured on an H200 in one process (results/h200_2026-11-29k/cublas): M/1024
+# 0.664-0.666M against 0.639-0.645M tokens/s, S/4096 6.54-6.85M against 6.69-6.78M, compile
+# 3-6 s against 4-10 s. A row's tokens then no longer depend on how many rows share its
+# device: the first half of M/1024's rows decoded alone equals them in the whole batch for
+# every row, against 72% with the autotuned GEMMs, whose tiling follows the batch
+# (results/h200_2026-11-29k/invariance). Training keeps XLA's own choices.
+GPU_COMPILER_OPTIONS = {'xla_gpu_command_buffer_scheduling_mode': 'CONCURRENT',
+                        'xla_gpu_enable_triton_gemm': False, 'xla_gpu_autotune_level': 0}
 
 
 @flax.struct.dataclass
@@ -352,8 +360,9 @@ class Sampler:
     params placed by `param_shardings`. The decode is traced under the mesh, so the Pallas
     kernels run on each device's rows (`transformer.over_row_shards`). On CPU (8 fake
     devices in the tests) the same seed gives the same samples as one device; on GPUs the
-    per-device batch can change XLA's matmul tilings and so the rounding (2 H200s: 74-93%
-    of rows identical).
+    per-device batch changed XLA's autotuned matmul tilings and so the rounding (2 H200s:
+    74-93% of rows identical), which GPU_COMPILER_OPTIONS' untuned cuBLAS matmuls avoid
+    (one H200: a row's tokens the same with half the batch on its device).
   n_windows: number of static attention windows the cache is split into (more windows read
     less of the cache per step but compile more loop bodies); 0: `auto_windows(config)`.
     XLA attention only: the Pallas kernel reads only each row's live prefix whatever the

@@ -23,7 +23,6 @@ import json
 import jax
 import numpy as np
 
-from ttc_jax.model import transformer
 from ttc_jax.model.config import ModelConfig
 from ttc_jax.sample import bench
 from ttc_jax.sample.decode import Sampler
@@ -48,12 +47,9 @@ def tokens(cfg, batch, new, mesh, options=None, rows=None):
   """Tokens of one seeded decode (as bench_jax draws them), on one device or over mesh;
   rows: decode only the first `rows` of the batch's prompts (their samples are drawn from the
   same per-row streams)."""
-  params = transformer.init_params(cfg, jax.random.key(0))
-  prompts = np.asarray(jax.random.randint(jax.random.key(1), (batch, 32), 3, cfg.vocab_size),
-                       np.int32)[:rows]
-  batch = len(prompts)
+  params, prompts, lengths = bench.bench_inputs(cfg, batch, 32)
   s = Sampler(cfg, eos_id=-1, mesh=mesh, compiler_options=options or None)
-  st = s.start(params, prompts, np.full((batch,), 32, np.int32), jax.random.key(7),
+  st = s.start(params, prompts[:rows], lengths[:rows], jax.random.key(7),
                n_samples=1, cache_len=32 + new, temperature=1.0, max_new_tokens=new)
   gathers = None
   if mesh is not None:

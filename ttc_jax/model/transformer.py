@@ -345,10 +345,10 @@ class Block(nn.Module):
     b, t, _ = x_BxTxD.shape
 
     # The decode step's elementwise work as Pallas kernels (`pallas_step`): the q/k/v scale,
-    # bias and RoPE with the cache write in one, SwiGLU with its scale in another.
+    # bias and RoPE with the cache write in one (so q arrives rotated and the cache written),
+    # SwiGLU with its scale in another.
     step_kernels = (self.fused and self.window is not None and t == 1
                     and uses_step_kernels(cfg))
-    written = False
     if self.fused:
       # RMSNorm(x) @ W = r * (x @ (gain * W)) with r = rsqrt(mean(x^2) + eps) per row: the
       # gain is folded into W (`_fuse_layer`) and r scales the product, so no normalised copy
@@ -371,7 +371,7 @@ class Block(nn.Module):
                      _sum_squares(x_BxTxD)[:, 0], bias, cos, sin),
             (0, CACHE_BATCH_AXIS, None, 0, 0, 0, None, 0, 0), (0, CACHE_BATCH_AXIS))
         q, k, v = q[:, None], None, None
-        full_cache, written = {'kv': kv}, True
+        full_cache = {'kv': kv}
       else:
         qkv = qkv.astype(jnp.float32) * _rms_scale(x_BxTxD, cfg)[..., None]
         if bias is not None:
@@ -383,14 +383,14 @@ class Block(nn.Module):
       q = _dense(cfg, (cfg.n_heads, cfg.head_dim), 'q', bias=cfg.qkv_bias)(h)
       k = _dense(cfg, (k_heads, cfg.head_dim), 'k', bias=cfg.qkv_bias)(h)
       v = _dense(cfg, (k_heads, cfg.head_dim), 'v', bias=cfg.qkv_bias)(h)
-    if not written:
+    if not step_kernels:
       q = rope(q, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
       k = rope(k, positions_BxT, cfg.rope_theta, cfg.rope_scaling)
 
     if self.window is not None:
       q = q.reshape(b, t, k_heads, g, cfg.head_dim)
-      new_cache = full_cache if written else _write_cache(full_cache, k, v, layer,
-                                                          positions_BxT, write_B)
+      new_cache = full_cache if step_kernels else _write_cache(full_cache, k, v, layer,
+                                                               positions_BxT, write_B)
       o = _windowed_attend(q, new_cache, layer, positions_BxT, self.window, cfg)
     elif cache_l is None:
       keys, values = k, v
@@ -432,10 +432,10 @@ class Block(nn.Module):
     act = activation_fn(cfg.activation)
     if step_kernels:
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD)
-      swiglu = functools.partial(pallas_step.swiglu, d_model=cfg.d_model, eps=cfg.norm_eps,
-                                 activation=cfg.activation)
-      h = over_row_shards(lambda g, ss: swiglu(g, sumsq_B=ss),
-                          (gate_up[:, 0], _sum_squares(x_BxTxD)[:, 0]), (0, 0), 0)[:, None]
+      swiglu = lambda g, ss: pallas_step.swiglu(g, sumsq_B=ss, d_model=cfg.d_model,
+                                                eps=cfg.norm_eps, activation=cfg.activation)
+      h = over_row_shards(swiglu, (gate_up[:, 0], _sum_squares(x_BxTxD)[:, 0]), (0, 0),
+                          0)[:, None]
     elif self.fused:   # the MLP norm as a row scale too, on both halves of the product
       gate_up = _dense(cfg, 2 * cfg.d_ff, 'gate_up')(x_BxTxD).astype(jnp.float32)
       gate, up = jnp.split(gate_up * _rms_scale(x_BxTxD, cfg), 2, axis=-1)

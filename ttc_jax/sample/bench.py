@@ -140,16 +140,23 @@ def parse_variant(spec: str) -> dict:
   return out
 
 
+def bench_inputs(cfg, batch: int, prompt_len: int):
+  """(random params, [batch, prompt_len] random prompts, their lengths): the benchmark's
+  fixed inputs (seeds 0 and 1)."""
+  from ttc_jax.model import transformer
+  params = transformer.init_params(cfg, jax.random.key(0))
+  prompts = np.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 3,
+                                          cfg.vocab_size), np.int32)
+  return params, prompts, np.full((batch,), prompt_len, np.int32)
+
+
 def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
               n_windows: int, trace_dir: str | None = None, steps_per_loop: int = 0,
               xla_options: dict | None = None, mesh=None) -> dict:
   """One shape through the Sampler (rows sharded over mesh's 'data' axis when given)."""
   from ttc_jax.model import transformer
   from ttc_jax.sample.decode import Sampler
-  params = transformer.init_params(cfg, jax.random.key(0))
-  prompts = np.asarray(jax.random.randint(jax.random.key(1), (batch, prompt_len), 3,
-                                          cfg.vocab_size), np.int32)
-  lengths = np.full((batch,), prompt_len, np.int32)
+  params, prompts, lengths = bench_inputs(cfg, batch, prompt_len)
   sampler = Sampler(cfg, eos_id=-1, n_windows=n_windows, steps_per_loop=steps_per_loop,
                     compiler_options=xla_options or None, mesh=mesh)
   cache_len = prompt_len + new_tokens

@@ -18,7 +18,6 @@ def test_parse_variant():
       'steps_per_loop': 4, 'decode_kernel': '32:2:3', 'decode_step_kernels': 'xla',
       'xla_options': {'xla_gpu_enable_command_buffer': ''}}
   assert bench.parse_variant('reduce:0:w4')['n_windows'] == 4
-  assert bench.parse_variant('auto:1:k128x4x2xrows')['decode_kernel'] == '128:4:2:rows'
   assert bench.parse_variant('auto:1')['decode_step_kernels'] == 'auto'
   with pytest.raises(ValueError, match="'etriton'"):
     bench.parse_variant('auto:1:etriton')

@@ -42,7 +42,6 @@ def test_override_types_are_coerced():
     ({'family.decode_kernel': '64:4'}, 'family.decode_kernel'),
     ({'family.decode_kernel': '48:4:2'}, 'family.decode_kernel'),
     ({'family.decode_kernel': '64:4:2:mma'}, 'family.decode_kernel'),
-    ({'family.decode_kernel': '64:4:2:dot:cols'}, 'family.decode_kernel'),
     ({'family.decode_step_kernels': 'triton'}, 'family.decode_step_kernels'),
 ])
 def test_bad_values_name_the_key(overrides, needle):

@@ -147,14 +147,9 @@ def test_fused_layers_fold_norm_gains(norm_offset):
 
 
 def test_decode_kernel_settings():
-  # block 0: pallas_decode.auto_block
-  assert CFG.decode_kernel_settings() == (0, 4, 2, 'auto', 'heads')
+  assert CFG.decode_kernel_settings() == (0, 4, 2, 'auto')   # 0: pallas_decode.auto_block
   tuned = dataclasses.replace(CFG, decode_kernel='32:2:3:dot').validate()
-  assert tuned.decode_kernel_settings() == (32, 2, 3, 'dot', 'heads')
-  rows = dataclasses.replace(CFG, decode_kernel='128:4:1:rows').validate()
-  assert rows.decode_kernel_settings() == (128, 4, 1, 'auto', 'rows')
-  both = dataclasses.replace(CFG, decode_kernel='64:4:2:reduce:rows').validate()
-  assert both.decode_kernel_settings() == (64, 4, 2, 'reduce', 'rows')
+  assert tuned.decode_kernel_settings() == (32, 2, 3, 'dot')
 
 
 def test_auto_decode_attention_is_pallas_on_gpu_only(monkeypatch):

@@ -77,18 +77,6 @@ def test_one_block_matches_reference(dtype, groups):
   check(traced, q, reference(q, k, v, 0, LENGTHS))
 
 
-@pytest.mark.parametrize('groups,n_splits,block_s', [(1, 1, S), (4, 2, BLOCK), (1, 0, BLOCK)])
-def test_rows_fastest_grid_matches_reference(groups, n_splits, block_s):
-  """order='rows' (grid (B, K, splits)) computes what the default (K, B, splits) does: every
-  index map follows the swapped program ids, for static and traced layers."""
-  q, k, v = make_inputs(groups, jnp.bfloat16, seed=7)
-  lengths = jnp.asarray(LENGTHS)
-  opts = dict(window=S, scale=SCALE, block_s=block_s, n_splits=n_splits, order='rows')
-  check(attend(q, k, v, 1, lengths, **opts), q, reference(q, k, v, 1, LENGTHS))
-  traced = jax.jit(lambda layer: attend(q, k, v, layer, lengths, **opts))(jnp.int32(0))
-  check(traced, q, reference(q, k, v, 0, LENGTHS))
-
-
 def test_auto_block():
   assert [auto_block(w) for w in (8, 64, 128)] == [8, 64, 128]   # one block
   assert [auto_block(w) for w in (256, 1024, 96, 40)] == [64, 64, 32, 8]
@@ -185,13 +173,11 @@ def test_lowers_to_triton_for_cuda(monkeypatch, groups, dtype, products):
   q, kv = spec((b, k, groups, h), dtype), spec((n_layers, b, 2, k, s, h), dtype)
   lengths = spec((b,), jnp.int32)
   opts = dict(window=s, scale=0.125, products=products, interpret=False)
-  settings = ((1, 64, 'heads'), (2, 64, 'heads'), (0, s, 'heads'), (0, s, 'rows'))
-  for n_splits, block_s, order in settings:   # (0, s): one block, no loop
+  for n_splits, block_s in ((1, 64), (2, 64), (0, s)):   # (0, s): one block, no loop
     for layer in (1, spec((), jnp.int32)):   # static, then traced
       traced = not isinstance(layer, int)
       fn = lambda q, kvc, ln, *lay: decode_attention(
-          q, kvc, lay[0] if lay else 1, ln, n_splits=n_splits, block_s=block_s, order=order,
-          **opts)
+          q, kvc, lay[0] if lay else 1, ln, n_splits=n_splits, block_s=block_s, **opts)
       args = (q, kv, lengths)
       try:
         jax.export.export(jax.jit(fn), platforms=['cuda'])(*args, *((layer,) if traced else ()))
@@ -215,7 +201,6 @@ def test_auto_splits():
     (dict(num_warps=0), 'num_warps'),
     (dict(num_stages=1.5), 'num_stages'),
     (dict(products='mma'), 'products'),
-    (dict(order='batch'), 'order'),
     (dict(products='dot', block_s=8, window=64), 'products'),
     (dict(layer=L), 'layer'),
     (dict(q=jnp.zeros((B, K, 1, 2 * H))), 'q_BxKxGxH'),

@@ -1,4 +1,5 @@
 #!/bin/bash
+# (Ran on 038e84a; the :rows option was removed after it.)
 # One device call: the decode attention's grid with rows varying fastest
 # (ModelConfig.decode_kernel '...:rows') against the default (kv heads fastest), alone
 # (pallas_decode's micro-benchmark) and end to end at issue 3's shapes, each variant twice in

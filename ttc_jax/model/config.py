@@ -21,28 +21,24 @@ class ConfigError(ValueError):
 DECODE_STEP_KERNELS = ('auto', 'pallas', 'xla')
 
 
-def parse_decode_kernel(spec: str, key: str = 'decode_kernel'
-                        ) -> tuple[int, int, int, str, str]:
-  """'block_s:num_warps:num_stages[:products][:order]' -> (block_s, num_warps, num_stages,
-  products, order); '' gives the default (0, 4, 2, 'auto', 'heads'), block_s 0 meaning
-  pallas_decode.auto_block (the whole window as one block up to 128 slots, else 64-slot
-  blocks). products: 'auto', 'dot' or 'reduce'; order: 'heads' or 'rows', the kernel grid's
-  fastest-varying axis (see pallas_decode.decode_attention). Raises ConfigError naming
-  `key`."""
+def parse_decode_kernel(spec: str, key: str = 'decode_kernel') -> tuple[int, int, int, str]:
+  """'block_s:num_warps:num_stages[:products]' -> (block_s, num_warps, num_stages, products);
+  '' gives the default (0, 4, 2, 'auto'), block_s 0 meaning pallas_decode.auto_block (the
+  whole window as one block up to 128 slots, else 64-slot blocks). products: 'auto', 'dot' or
+  'reduce' (see pallas_decode.decode_attention). Raises ConfigError naming `key`."""
   if not spec:
-    return (0, 4, 2, 'auto', 'heads')
+    return (0, 4, 2, 'auto')
   parts = str(spec).split(':')
-  order = parts.pop() if len(parts) > 3 and parts[-1] in ('heads', 'rows') else 'heads'
   products = parts.pop() if len(parts) == 4 else 'auto'
   if (len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts)
       or products not in ('auto', 'dot', 'reduce')):
     raise ConfigError(f"{key} must be 'block_s:num_warps:num_stages' (three positive "
-                      "integers), optionally followed by ':auto', ':dot' or ':reduce' and "
-                      f"then by ':heads' or ':rows', got {spec!r}.")
+                      "integers), optionally followed by ':auto', ':dot' or ':reduce', got "
+                      f"{spec!r}.")
   block, warps, stages = (int(p) for p in parts)
   if block & (block - 1):
     raise ConfigError(f'{key}={spec!r}: block_s must be a power of two.')
-  return block, warps, stages, products, order
+  return block, warps, stages, products
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,13 +90,11 @@ class ModelConfig:
   # 'pallas' on a GPU where the model allows it (measured faster at every shape on an H200),
   # else 'reduce' when every query head has its own kv head and 'einsum' for grouped queries.
   decode_attention: str = 'auto'
-  # Launch settings of the Pallas decode kernel,
-  # 'block_s:num_warps:num_stages[:products][:order]' (key slots per block, Triton warps,
-  # pipeline stages; products 'dot', 'reduce' or 'auto'; order 'heads' or 'rows', the grid
-  # axis varying fastest; see pallas_decode.decode_attention); '' = automatic blocks (one
-  # block for a window of up to 128 slots, else 64), 4 warps, 2 stages, 'auto' products,
-  # 'heads' first: the fastest measured ('dot' for one query head per kv head measured 30%
-  # slower alone on an H200).
+  # Launch settings of the Pallas decode kernel, 'block_s:num_warps:num_stages[:products]'
+  # (key slots per block, Triton warps, pipeline stages; products 'dot', 'reduce' or 'auto',
+  # see pallas_decode.decode_attention); '' = automatic blocks (one block for a window of up
+  # to 128 slots, else 64), 4 warps, 2 stages, 'auto' products: the fastest measured ('dot'
+  # for one query head per kv head measured 30% slower alone on an H200).
   decode_kernel: str = ''
   # The decode step's elementwise work around the matmuls of a fused-weights layer (each
   # pre-norm's row scale; the q/k/v bias and RoPE with the cache write; SwiGLU): 'pallas' as
@@ -190,8 +184,8 @@ class ModelConfig:
     """Whether head_dim is a power of two, as the Pallas kernels' blocks need."""
     return self.head_dim & (self.head_dim - 1) == 0
 
-  def decode_kernel_settings(self, key: str = 'model') -> tuple[int, int, int, str, str]:
-    """(block_s, num_warps, num_stages, products, order) of the Pallas decode kernel, from
+  def decode_kernel_settings(self, key: str = 'model') -> tuple[int, int, int, str]:
+    """(block_s, num_warps, num_stages, products) of the Pallas decode kernel, from
     `decode_kernel` (see `parse_decode_kernel`)."""
     return parse_decode_kernel(self.decode_kernel, f'{key}.decode_kernel')
 

@@ -51,8 +51,6 @@ _TARGET_PROGRAMS = 264
 ONE_BLOCK_MAX = 128
 # block_s=0 (auto) reads longer windows in blocks of this many slots.
 LOOP_BLOCK = 64
-# decode_attention's `order`: the grid axis that varies fastest.
-GRID_ORDERS = ('heads', 'rows')
 
 
 def is_pow2(n: int) -> bool:
@@ -233,7 +231,7 @@ def _kernel(*refs, n_groups: int, n_splits: int, block_s: int, scale: float,
 def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
                      lengths_B: jax.Array, *, window: int, scale: float,
                      block_s: int = 0, n_splits: int = 0, num_warps: int = 4,
-                     num_stages: int = 2, products: str = 'auto', order: str = 'heads',
+                     num_stages: int = 2, products: str = 'auto',
                      interpret: bool | None = None) -> jax.Array:
   """Single-step attention of q over slots [0, lengths_B[b]) of layer `layer` of the cache.
 
@@ -260,9 +258,6 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
       to 16 rows (needs a 16-bit cache, block_s >= 16 and head_dim >= 16), 'reduce' as
       elementwise multiplies and sums; 'auto' is 'dot' for 2 to 16 query heads per kv head
       over a 16-bit cache, else 'reduce'.
-    order: which grid axis varies fastest, so which programs run side by side: 'heads' (a
-      row's kv heads, whose keys and values are adjacent in memory) or 'rows' (one kv head of
-      consecutive rows).
     interpret: run the Pallas interpreter; None means interpret unless the default backend
       is 'gpu'.
 
@@ -271,7 +266,7 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
 
   Raises:
     ValueError: for mismatched shapes or bad window / block_s / n_splits / layer /
-      num_warps / num_stages / products / order.
+      num_warps / num_stages.
   """
   if q_BxKxGxH.ndim != 4:
     raise ValueError(f'q_BxKxGxH must be [B, K, G, H], got shape {q_BxKxGxH.shape}')
@@ -302,8 +297,6 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
   dynamic_layer = is_traced_layer(layer, n_layers)
   if products not in ('auto', 'dot', 'reduce'):
     raise ValueError(f"products={products!r} must be 'auto', 'dot' or 'reduce'")
-  if order not in GRID_ORDERS:
-    raise ValueError(f'order={order!r} must be one of {GRID_ORDERS}')
   dot_ok = (n_groups <= 16 and jnp.dtype(kv_LxBx2xKxSxH.dtype).itemsize == 2
             and block_s >= 16 and head_dim >= 16)
   if products == 'dot' and not dot_ok:
@@ -320,55 +313,46 @@ def decode_attention(q_BxKxGxH: jax.Array, kv_LxBx2xKxSxH: jax.Array, layer,
                  static_layer=None if dynamic_layer else int(layer), window=window,
                  scale=float(scale), block_s=block_s, splits=min(splits, window // block_s),
                  use_dot=use_dot, num_warps=num_warps, num_stages=num_stages,
-                 one_block=one_block, rows_fastest=order == 'rows',
-                 interpret=bool(interpret))
+                 one_block=one_block, interpret=bool(interpret))
 
 
 @functools.partial(jax.jit, static_argnames=('static_layer', 'window', 'scale', 'block_s',
                                              'splits', 'use_dot', 'num_warps', 'num_stages',
-                                             'one_block', 'rows_fastest', 'interpret'))
+                                             'one_block', 'interpret'))
 def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, *,
             static_layer, window, scale, block_s, splits, use_dot, num_warps, num_stages,
-            one_block, rows_fastest, interpret):
+            one_block, interpret):
   """The pallas_call and, with several splits, the split-merging epilogue (with one split
   the kernel writes the normalised output itself)."""
   n_layers, batch, _, kv_heads, slots, head_dim = kv_LxBx2xKxSxH.shape
   n_groups = q_BxKxGxH.shape[2]
   lengths_B = jnp.minimum(lengths_B.astype(jnp.int32), window)
-  # Grid (B, K, splits) or (K, B, splits), the first axis varying fastest; `at` writes each
-  # BlockSpec's index map as a function of (row b, kv head k, split s).
-  if rows_fastest:
-    grid, at = (batch, kv_heads, splits), lambda f: (lambda b, k, s: f(k, b, s))
-  else:
-    grid, at = (kv_heads, batch, splits), lambda f: f
-  q_spec = pl.BlockSpec((None, None, n_groups, head_dim), at(lambda k, b, s: (b, k, 0, 0)))
-  len_spec = pl.BlockSpec((None,), at(lambda k, b, s: (b,)))
+  q_spec = pl.BlockSpec((None, None, n_groups, head_dim), lambda k, b, s: (b, k, 0, 0))
+  len_spec = pl.BlockSpec((None,), lambda k, b, s: (b,))
   # The cache goes in twice, as keys (index 0 of axis 2) and values (index 1).
   if static_layer is None:
     k_spec, v_spec = (pl.BlockSpec((n_layers, None, None, None, slots, head_dim),
-                                   at(lambda k, b, s, i=i: (0, b, i, k, 0, 0))) for i in (0, 1))
-    in_specs = [q_spec, k_spec, v_spec, len_spec, pl.BlockSpec((1,), lambda *_: (0,))]
+                            lambda k, b, s, i=i: (0, b, i, k, 0, 0)) for i in (0, 1))
+    in_specs = [q_spec, k_spec, v_spec, len_spec, pl.BlockSpec((1,), lambda k, b, s: (0,))]
     operands = [q_BxKxGxH, kv_LxBx2xKxSxH, kv_LxBx2xKxSxH, lengths_B,
                 jnp.reshape(dynamic_layer, (1,))]
   else:
     k_spec, v_spec = (pl.BlockSpec((None, None, None, None, slots, head_dim),
-                                   at(lambda k, b, s, i=i: (static_layer, b, i, k, 0, 0)))
+                            lambda k, b, s, i=i: (static_layer, b, i, k, 0, 0))
                       for i in (0, 1))
     in_specs = [q_spec, k_spec, v_spec, len_spec]
     operands = [q_BxKxGxH, kv_LxBx2xKxSxH, kv_LxBx2xKxSxH, lengths_B]
 
   normalize = splits == 1
   if normalize:
-    out_specs = [pl.BlockSpec((None, None, n_groups, head_dim),
-                              at(lambda k, b, s: (b, k, 0, 0)))]
+    out_specs = [pl.BlockSpec((None, None, n_groups, head_dim), lambda k, b, s: (b, k, 0, 0))]
     out_shape = [jax.ShapeDtypeStruct(q_BxKxGxH.shape, q_BxKxGxH.dtype)]
   else:
     part_shape = (batch, kv_heads, splits, n_groups)
     out_specs = [
-        pl.BlockSpec((None, None, None, n_groups, head_dim),
-                     at(lambda k, b, s: (b, k, s, 0, 0))),
-        pl.BlockSpec((None, None, None, n_groups), at(lambda k, b, s: (b, k, s, 0))),
-        pl.BlockSpec((None, None, None, n_groups), at(lambda k, b, s: (b, k, s, 0))),
+        pl.BlockSpec((None, None, None, n_groups, head_dim), lambda k, b, s: (b, k, s, 0, 0)),
+        pl.BlockSpec((None, None, None, n_groups), lambda k, b, s: (b, k, s, 0)),
+        pl.BlockSpec((None, None, None, n_groups), lambda k, b, s: (b, k, s, 0)),
     ]
     out_shape = [
         jax.ShapeDtypeStruct((*part_shape, head_dim), jnp.float32),
@@ -380,7 +364,7 @@ def _decode(q_BxKxGxH, kv_LxBx2xKxSxH, lengths_B, dynamic_layer, *,
                              use_dot=use_dot, normalize=normalize, one_block=one_block)
   outs = pl.pallas_call(
       kernel,
-      grid=grid,
+      grid=(kv_heads, batch, splits),
       in_specs=in_specs,
       out_specs=out_specs,
       out_shape=out_shape,
@@ -423,8 +407,8 @@ def _main():
                       help="live slots per row: N, or A-B for lengths uniform in [A, B]")
   parser.add_argument('--layers', type=int, default=4)
   parser.add_argument('--configs', default='64:4:2',
-                      help='comma-separated block_s:num_warps:num_stages[:products][:order] '
-                           'kernel settings, timed side by side')
+                      help='comma-separated block_s:num_warps:num_stages[:products] kernel '
+                           'settings, timed side by side')
   parser.add_argument('--n-splits', type=int, default=0)
   parser.add_argument('--dtype', default='bfloat16')
   parser.add_argument('--iters', type=int, default=50)
@@ -442,10 +426,10 @@ def _main():
   fns = {'reference': jax.jit(functools.partial(reference_decode_attention, **opts))}
   from ttc_jax.model.config import parse_decode_kernel
   for spec in a.configs.split(','):
-    blk, warps, stages, products, order = parse_decode_kernel(spec, '--configs')
+    blk, warps, stages, products = parse_decode_kernel(spec, '--configs')
     fns[f'pallas {spec}'] = jax.jit(functools.partial(
         decode_attention, block_s=blk, n_splits=a.n_splits, num_warps=warps,
-        num_stages=stages, products=products, order=order, **opts))
+        num_stages=stages, products=products, **opts))
   live_bytes = 2 * b * kh * mean_live * h * jnp.dtype(a.dtype).itemsize
   print(f'backend={jax.default_backend()} B={b} K={kh} G={g} H={h} S={s} live={a.live} '
         f'L={a.layers} splits={a.n_splits or "auto"} dtype={a.dtype}')

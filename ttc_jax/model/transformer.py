@@ -286,12 +286,12 @@ def _windowed_attend(q_BxTxKxGxH, cache, layer, positions_BxT, window, cfg: Mode
     from ttc_jax.model import pallas_decode
     # Row b attends to slots [0, position + 1): the live prefix, read in place.
     lengths_B = jnp.clip(positions_BxT[:, 0] + 1, 1, window)
-    block, warps, stages, products, order = cfg.decode_kernel_settings()
+    block, warps, stages, products = cfg.decode_kernel_settings()
     # 0: automatic (pallas_decode.auto_block); else a power of two dividing the window.
     block = min(block, window & -window) if block else 0
     attend_rows = functools.partial(
         pallas_decode.decode_attention, window=window, scale=scale, block_s=block,
-        num_warps=warps, num_stages=stages, products=products, order=order)   # in q's dtype
+        num_warps=warps, num_stages=stages, products=products)   # in q's dtype
     o_BxKxGxH = over_row_shards(attend_rows, (q_BxTxKxGxH[:, 0], cache['kv'], layer, lengths_B),
                                 (0, CACHE_BATCH_AXIS, None, 0), 0)
     return o_BxKxGxH[:, None]

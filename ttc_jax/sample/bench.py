@@ -111,9 +111,9 @@ def parse_variant(spec: str) -> dict:
   attn: decode_attention ('auto', 'reduce', 'einsum', 'pallas'); unroll: 1 or 0; wN: N
   attention windows (XLA attention only), sN: N decode steps per loop iteration (0 or
   absent: the sampler's); k...: the Pallas kernel's launch settings
-  (ModelConfig.decode_kernel, x for :), e.g. k64x4x2 or k128x4x2xrows; eKIND: the step's
-  elementwise kernels (ModelConfig.decode_step_kernels: eauto, epallas, exla); xNAME: XLA
-  options from XLA_PRESETS for the sampler's functions (several merge), e.g. xnocb.
+  (ModelConfig.decode_kernel), e.g. k64x4x2; eKIND: the step's elementwise kernels
+  (ModelConfig.decode_step_kernels: eauto, epallas, exla); xNAME: XLA options from XLA_PRESETS
+  for the sampler's functions (several merge), e.g. xnocb.
   """
   from ttc_jax.model.config import DECODE_STEP_KERNELS
   attn, _, rest = spec.partition(':')
@@ -127,7 +127,7 @@ def parse_variant(spec: str) -> dict:
       out['n_windows'] = int(value)
     elif tag == 's' and value.isdigit():
       out['steps_per_loop'] = int(value)
-    elif tag == 'k' and len(value.split('x')) in (3, 4, 5):
+    elif tag == 'k' and len(value.split('x')) in (3, 4):
       out['decode_kernel'] = value.replace('x', ':')
     elif tag == 'e' and value in DECODE_STEP_KERNELS:
       out['decode_step_kernels'] = value

@@ -484,9 +484,13 @@ class Transformer(nn.Module):
     if not cfg.tie_embeddings:
       self.unembed = _dense(cfg, cfg.vocab_size, 'unembed')
 
-  def embed_tokens(self, tokens_BxT):
+  def embed_tokens(self, tokens_BxT, lookup: bool = False):
+    """[B, T, D] embeddings. lookup=True gathers the rows even for a small vocabulary (the
+    same values; for decoding, which takes no gradient: measured on an H200 at M/1024, the
+    one-hot matmul and its one-hot kernel take 5.2 us of each step, on the path between
+    steps)."""
     cfg = self.cfg
-    if cfg.vocab_size <= ONE_HOT_MAX_VOCAB:
+    if cfg.vocab_size <= ONE_HOT_MAX_VOCAB and not lookup:
       # A one-hot matmul: the same values as the gather (one nonzero term per sum), but its
       # gradient is a matmul. The gather's gradient is a scatter-add of every token into V
       # rows, and with a small vocabulary those atomics collide: on an H200 it took 72 ms of
@@ -545,7 +549,7 @@ class _DecodeTransformer(Transformer):
   """The decode fast path: same parameters, the full cache carried through the layer scan."""
 
   def __call__(self, tokens_BxT, positions_BxT, cache, write_B):
-    x = self.embed_tokens(tokens_BxT)
+    x = self.embed_tokens(tokens_BxT, lookup=True)
     (x, new_cache, _), _ = self.layers((x, cache, jnp.int32(0)), (positions_BxT, write_B))
     return self.head(x), new_cache
 
@@ -613,7 +617,7 @@ def apply_decode(params, tokens_BxT, positions_BxT, cache, write_B=None, *, conf
   if isinstance(params['layers'], (list, tuple)):   # from `split_layers`: a Python loop
     rest = {k: v for k, v in params.items() if k != 'layers'}
     model = Transformer(config)
-    x = model.apply({'params': rest}, tokens_BxT, method=Transformer.embed_tokens)
+    x = model.apply({'params': rest}, tokens_BxT, lookup=True, method=Transformer.embed_tokens)
     block = Block(config, window, fused='qkv' in params['layers'][0])
     for layer, layer_params in enumerate(params['layers']):
       (x, cache, _), _ = block.apply({'params': layer_params}, (x, cache, layer),

@@ -123,24 +123,30 @@ def test_fused_projections_keep_qkv_biases():
       lambda x: x + 0.1 * jax.random.normal(jax.random.key(4), x.shape), params['layers'])
   fused = split_layers(params, fuse=True, config=cfg)
   assert set(fused['layers'][0]['qkv']) == {'kernel'}
+  assert set(fused['folded_head']) == {'embedding'}   # tied: the gain folded into the table
   assert fused['layers'][0]['qkv_bias'].shape == (cfg.n_heads + 2 * cfg.n_kv_heads, 8)
   _decode_matches_full_pass(params, cfg, fused, cfg, 2, 9, 4, seed=5)
 
 
-@pytest.mark.parametrize('norm_offset', [0.0, 1.0])
-def test_fused_layers_fold_norm_gains(norm_offset):
+@pytest.mark.parametrize('norm_offset,tied', [(0.0, True), (1.0, False)])
+def test_fused_layers_fold_norm_gains(norm_offset, tied):
   """split_layers(fuse=True) folds each pre-norm's gain (plus norm_offset, Gemma's 1 + w) into
-  the projection it feeds and the fused decode path applies the norm as a row scale: with
-  gains far from 1 it still equals the full pass, and no norm parameters are left."""
+  the projection it feeds, and the final norm's into the unembedding (the tied table or its
+  own kernel); the fused decode path applies the norms as row scales: with gains far from 1
+  it still equals the full pass, and no layer norm parameters are left."""
   from ttc_jax.model.transformer import split_layers
-  cfg = dataclasses.replace(CFG, norm_offset=norm_offset, decode_attention='reduce')
+  cfg = dataclasses.replace(CFG, norm_offset=norm_offset, decode_attention='reduce',
+                            tie_embeddings=tied)
   params = init_params(cfg, jax.random.key(6))
   params['layers'] = {
       name: ({'scale': 0.5 + jax.random.uniform(jax.random.key(i), sub['scale'].shape)}
              if name.endswith('norm') else sub)
       for i, (name, sub) in enumerate(params['layers'].items())}
+  params['final_norm'] = {
+      'scale': 0.5 + jax.random.uniform(jax.random.key(9), params['final_norm']['scale'].shape)}
   fused = split_layers(params, fuse=True, config=cfg)
   assert not [k for k in fused['layers'][0] if k.endswith('norm')]
+  assert set(fused['folded_head']) == {'embedding' if tied else 'kernel'}
   _decode_matches_full_pass(params, cfg, fused, cfg, 2, 9, 4, seed=7)
   with pytest.raises(ValueError, match='config'):
     split_layers(params, fuse=True)

@@ -217,9 +217,11 @@ def test_counter_counts_steps_that_advanced_a_row(params):
       assert after.counter == before.counter + advanced.max(), (k, call.__name__)
   assert Sampler(CFG, eos_id=-1, n_windows=1).steps_per_loop == 2
   assert Sampler(CFG, eos_id=-1, n_windows=2).steps_per_loop == 1
-  # The Pallas kernel reads only live slots: one window whatever is asked, 2 steps a loop.
+  assert Sampler(CFG, eos_id=-1, n_windows=4).windows(40) == [16, 32, 40]
+  # The Pallas kernel reads only live slots: its own windows whatever is asked, 2 steps a loop.
   pallas = Sampler(dataclasses.replace(CFG, decode_attention='pallas'), eos_id=-1, n_windows=4)
-  assert (pallas.n_windows, pallas.steps_per_loop) == (1, 2)
+  assert pallas.steps_per_loop == 2
+  assert [pallas.windows(n) for n in (64, 128, 1024)] == [[64], [64, 128], [64, 128, 1024]]
 
 
 def test_compiler_options_reach_the_compiled_functions(params, sampler):
@@ -270,6 +272,22 @@ def test_pallas_sampler_equals_xla_sampler(params, cache_len, slots):
     out.append(jax.device_get(s.generate(params, st)))
   for name in ('tokens_BxS', 'lengths_B', 'step_end_BxS', 'n_steps_B', 'done_B'):
     np.testing.assert_array_equal(getattr(out[0], name), getattr(out[1], name), err_msg=name)
+
+
+def test_pallas_windows_change_no_token(params, monkeypatch):
+  """Rows crossing the Pallas decode's windows (16 and 32 slots here, patched down from 64
+  and 128 so that short CPU runs cross them, then the 64-slot cache) decode the same sampled
+  tokens, step ends and counter as the XLA attention in one window."""
+  from ttc_jax.sample import decode
+  monkeypatch.setattr(decode, 'PALLAS_WINDOWS', (16, 32))
+  pallas = Sampler(dataclasses.replace(CFG, decode_attention='pallas'), eos_id=-1,
+                   step_ids=(DELIM,))
+  assert pallas.windows(64) == [16, 32, 64]
+  xla = Sampler(CFG, eos_id=-1, step_ids=(DELIM,), n_windows=1)
+  a, b = (_run(s, params, key=4, temperature=1.0, max_new_tokens=30) for s in (xla, pallas))
+  assert a.lengths_B.max() > 32   # crossed both windows
+  for name in ('tokens_BxS', 'lengths_B', 'step_end_BxS', 'n_steps_B', 'counter'):
+    np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 def test_kv_slots():

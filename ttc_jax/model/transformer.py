@@ -562,15 +562,41 @@ def split_layers(params, fuse: bool = False, config: ModelConfig | None = None) 
   H200: the copies cost 0.24 ms of a 2.4 ms step for a 113M-parameter model).
   fuse: lay the weights out for `Block(fused=True)` (needs `config`): q, k, v concatenated
   into one 'qkv' projection and gate, up into 'gate_up', one matmul each, and each pre-norm's
-  gain folded into the rows of the projection it feeds (`_fuse_layer`)."""
+  gain folded into the rows of the projection it feeds (`_fuse_layer`); likewise the final
+  norm's gain into the unembedding ('folded_head', `_fold_head`)."""
   if fuse and config is None:
     raise ValueError('split_layers(fuse=True) needs the model config (its norm_offset).')
   stacked = params['layers']
   n = jax.tree.leaves(stacked)[0].shape[0]
   layers = [jax.tree.map(lambda x, l=l: x[l], stacked) for l in range(n)]
-  if fuse:
-    layers = [_fuse_layer(layer, config) for layer in layers]
-  return {**params, 'layers': layers}
+  if not fuse:
+    return {**params, 'layers': layers}
+  return {**params, 'layers': [_fuse_layer(layer, config) for layer in layers],
+          'folded_head': _fold_head(params, config)}
+
+
+def _fold_head(params, cfg: ModelConfig) -> dict:
+  """The unembedding in the compute dtype with the final norm's gain (plus norm_offset)
+  multiplied into its input dimension: {'kernel': [D, V]}, or {'embedding': [V, D]} for tied
+  embeddings. `_folded_logits` then applies the norm as a row scale of the logits."""
+  gain_D = params['final_norm']['scale'].astype(jnp.float32) + cfg.norm_offset
+  if cfg.tie_embeddings:
+    table_VxD = params['embed']['embedding'].astype(jnp.float32)
+    return {'embedding': (table_VxD * gain_D[None, :]).astype(cfg.jnp_dtype)}
+  kernel_DxV = params['unembed']['kernel'].astype(jnp.float32)
+  return {'kernel': (kernel_DxV * gain_D[:, None]).astype(cfg.jnp_dtype)}
+
+
+def _folded_logits(x_BxTxD, head: dict, cfg: ModelConfig) -> jax.Array:
+  """`Transformer.head` over `_fold_head`'s weights: RMSNorm(x) @ W = r * (x @ (gain * W))
+  with r the row scale, so the matmul does not wait for the norm's reduction (which runs
+  beside it) and no normalised copy of x is written. Logits accumulate and stay in float32."""
+  x = x_BxTxD.astype(cfg.jnp_dtype)
+  if 'embedding' in head:
+    logits = jnp.einsum('btd,vd->btv', x, head['embedding'], preferred_element_type=jnp.float32)
+  else:
+    logits = jnp.einsum('btd,dv->btv', x, head['kernel'], preferred_element_type=jnp.float32)
+  return _softcap(logits * _rms_scale(x_BxTxD, cfg), cfg.final_logit_softcap)
 
 
 def _fuse_layer(layer: dict, cfg: ModelConfig) -> dict:
@@ -607,7 +633,7 @@ def apply_decode(params, tokens_BxT, positions_BxT, cache, write_B=None, *, conf
   - rows with write_B[b] False (default: all True) leave their cache untouched; their logits
     are meaningless if their positions reach `window`;
   - params may come from `split_layers` (per-layer weight buffers, layers in a Python loop;
-    with fuse=True, q/k/v and gate/up as one matmul each).
+    with fuse=True, q/k/v and gate/up as one matmul each and the norms as row scales).
   No key mask: every slot at or before a query's position is visible.
   """
   b = tokens_BxT.shape[0]
@@ -615,13 +641,15 @@ def apply_decode(params, tokens_BxT, positions_BxT, cache, write_B=None, *, conf
   if write_B is None:
     write_B = jnp.ones((b,), bool)
   if isinstance(params['layers'], (list, tuple)):   # from `split_layers`: a Python loop
-    rest = {k: v for k, v in params.items() if k != 'layers'}
+    rest = {k: v for k, v in params.items() if k not in ('layers', 'folded_head')}
     model = Transformer(config)
     x = model.apply({'params': rest}, tokens_BxT, lookup=True, method=Transformer.embed_tokens)
     block = Block(config, window, fused='qkv' in params['layers'][0])
     for layer, layer_params in enumerate(params['layers']):
       (x, cache, _), _ = block.apply({'params': layer_params}, (x, cache, layer),
                                      (positions_BxT, write_B))
+    if 'folded_head' in params:
+      return _folded_logits(x, params['folded_head'], config), cache
     return model.apply({'params': rest}, x, method=Transformer.head), cache
   return _DecodeTransformer(config, window).apply(
       {'params': params}, tokens_BxT, positions_BxT, cache, write_B)

@@ -187,7 +187,9 @@ def bench_jax(cfg, batch: int, prompt_len: int, new_tokens: int, reps: int,
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       jax.block_until_ready(sampler.generate(params, st).lengths_B)
   tokens = batch * new_tokens
-  return {'n_windows': sampler.n_windows, 'steps_per_loop': sampler.steps_per_loop,
+  windows = sampler.windows(transformer.cache_slots(state.cache))
+  return {'n_windows': len(windows), 'windows': windows,
+          'steps_per_loop': sampler.steps_per_loop,
           'decode_attention_used': transformer.decode_attention_kind(sampler.config),
           'compile_and_first_call_s': first_call,
           'compile_s': first_call - decode_s - prefill_s,

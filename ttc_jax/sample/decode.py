@@ -215,6 +215,21 @@ def auto_windows(config: ModelConfig) -> int:
   return int(np.clip(48 // config.n_layers, 2, 8))
 
 
+# The Pallas decode's attention windows below the cache's slots (each a power of two read as
+# one block, `pallas_decode.auto_block`). While every active row fits in 64 slots, a program
+# loads a 64-slot block instead of a mostly masked 128-slot one: measured on an H200 in one
+# process (experiments/results/h200_2026-11-29l/windows), [64, 128] against one 128-slot
+# window gave M/1024 0.680-0.683M against 0.662M tokens/s and S/4096 7.03-7.07M against
+# 6.86-6.95M (the kernel alone at 48 live slots: 48-58 against 64-89 us per M layer).
+PALLAS_WINDOWS = (64, 128)
+
+
+def pallas_windows(slots: int) -> list[int]:
+  """The Pallas decode's windows for a cache of `slots` slots: PALLAS_WINDOWS below it, then
+  the whole cache (whose rows the kernel reads in blocks up to each row's length)."""
+  return [w for w in PALLAS_WINDOWS if w < slots] + [slots]
+
+
 def _windows(slots: int, n_windows: int) -> list[int]:
   """Static attention windows: multiples of a chunk (of 8 slots at least) ending at the
   cache's `slots`."""
@@ -225,13 +240,13 @@ def _windows(slots: int, n_windows: int) -> list[int]:
 
 def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig, eos_id: int,
             step_ids: tuple[int, ...], top_k: int, use_top_p: bool, one_step: bool,
-            n_windows: int, steps_per_loop: int = 1) -> DecodeState:
+            windows: tuple[int, ...], steps_per_loop: int = 1) -> DecodeState:
   """Advance rows until each is done (or, with one_step, has ended one reasoning step).
 
-  A sequence of `lax.while_loop`s, one per static attention window W: loop W runs while the
-  longest active row fits in W slots, so a step reads only the live prefix of the cache
-  rounded up to the window, not all S slots. All limits are arrays in the state, so new
-  budgets, temperatures or step caps never recompile.
+  A sequence of `lax.while_loop`s, one per static attention window W (ascending, the last
+  the cache's slots): loop W runs while the longest active row fits in W slots, so a step
+  reads only the live prefix of the cache rounded up to the window, not all S slots. All
+  limits are arrays in the state, so new budgets, temperatures or step caps never recompile.
 
   steps_per_loop > 1 runs that many decode steps per loop iteration (fewer loop-condition
   round trips to the host; a step with no active row changes nothing, counter included, so
@@ -240,8 +255,6 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
   """
   b, s = state.tokens_BxS.shape
   slots_S = jnp.arange(s)
-  # Windows end at the cache's last slot, which may lie past the last token (`kv_slots`).
-  windows = _windows(transformer.cache_slots(state.cache), n_windows)
   if config.decode_unroll:
     # Per-layer weight buffers, made once per call rather than sliced from the stack each
     # step, with q/k/v and gate/up concatenated (measured on an H200: 6% faster at M/1024 and
@@ -262,21 +275,23 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
   def cond(window, ahead, carry):
     # Some row is active and the longest still fits the window `ahead` steps later (active
     # rows grow by one per step).
-    st, paused_B, _ = carry
+    st, paused_B = carry[:2]
     act_B = active(st, paused_B)
     longest = jnp.max(jnp.where(act_B, st.lengths_B, 0))
     return jnp.any(act_B) & (longest + ahead <= window)
 
   def body(window, carry):
-    st, paused_B, step = carry
+    # pending_B: each row's last token, carried from the step that sampled it so the next
+    # step need not wait for the token buffer's update (an inactive row's is stale, unused).
+    st, paused_B, step, pending_B = carry
     act_B = active(st, paused_B)
     pos_B = st.lengths_B - 1
-    pending_B = jnp.take_along_axis(st.tokens_BxS, pos_B[:, None], axis=1)
     # Inactive rows may sit past the window: clamp their position (their output is dropped
     # and their cache is not written).
     feed_pos_B = jnp.where(act_B, pos_B, jnp.minimum(pos_B, window - 1))
     logits_Bx1xV, cache = transformer.apply_decode(
-        params, pending_B, feed_pos_B[:, None], st.cache, act_B, config=config, window=window)
+        params, pending_B[:, None], feed_pos_B[:, None], st.cache, act_B, config=config,
+        window=window)
     # Per-row streams are keyed by the position being written (the row's length).
     new_B = sample_tokens(logits_Bx1xV[:, 0], st.temperature_B, st.top_p_B, st.key,
                           counter0 + step, top_k=top_k, use_top_p=use_top_p,
@@ -300,14 +315,15 @@ def _decode(params, state: DecodeState, row_keys_B=None, *, config: ModelConfig,
         step_end_BxS=st.step_end_BxS | (at_new_BxS & step_end_B[:, None]))
     if one_step:
       paused_B = paused_B | step_end_B
-    return st, paused_B, step + 1
+    return st, paused_B, step + 1, new_B
 
   def steps_body(window, steps, carry):
     for _ in range(steps):
       carry = body(window, carry)
     return carry
 
-  carry = (state, jnp.zeros((b,), bool), jnp.zeros((), jnp.int32))
+  pending_B = jnp.take_along_axis(state.tokens_BxS, state.lengths_B[:, None] - 1, axis=1)[:, 0]
+  carry = (state, jnp.zeros((b,), bool), jnp.zeros((), jnp.int32), pending_B)
   k = steps_per_loop
   for window in windows:
     # (steps per iteration, steps ahead that must fit the window). In the last window (W = S)
@@ -372,13 +388,13 @@ class Sampler:
     (one H200: a row's tokens the same with half the batch on its device).
   n_windows: number of static attention windows the cache is split into (more windows read
     less of the cache per step but compile more loop bodies); 0: `auto_windows(config)`.
-    XLA attention only: the Pallas kernel reads only each row's live prefix whatever the
-    window, so with it the sampler always uses one (8 windows measured 8% slower on an H200).
+    XLA attention only: the Pallas kernel, which reads only each row's live prefix, always
+    uses `pallas_windows` (64 and 128 slots, then the whole cache), whatever is asked.
   steps_per_loop: decode steps per iteration of `generate`'s decode loop (more: fewer host
     round trips for the loop condition, more compiled steps, and up to steps_per_loop - 1
-    idle steps at the end of a call); the samples do not depend on it. 0: 2 with one
-    attention window (the Pallas kernel; measured 2% faster on an H200), else 1 (each window
-    would compile two more loop bodies). `extend_one_step` runs one step per iteration: its
+    idle steps at the end of a call); the samples do not depend on it. 0: 2 with the Pallas
+    kernel or one window (measured 2% faster on an H200), else 1 (each window would compile
+    two more loop bodies). `extend_one_step` runs one step per iteration: its
     calls are short, so idle steps would cost more there.
   compiler_options: XLA options for this sampler's compiled functions only (jax.jit's
     `compiler_options`, e.g. {'xla_gpu_enable_command_buffer': ''}); on a GPU they are
@@ -399,16 +415,18 @@ class Sampler:
     self.step_ids = tuple(int(i) for i in self.step_ids)
     if self.n_windows < 0:
       raise ValueError(f'n_windows must be >= 0 (0 = auto), got {self.n_windows}.')
-    # With the Pallas kernel the KV cache is padded to `kv_slots` (whole blocks).
+    # With the Pallas kernel the KV cache is padded to `kv_slots` (whole blocks) and the
+    # windows are `pallas_windows` (n_windows 0).
     self._pad_kv = transformer.decode_attention_kind(self.config) == 'pallas'
     if self._pad_kv:
-      self.n_windows = 1
+      self.n_windows = 0
     else:
       self.n_windows = int(self.n_windows) or auto_windows(self.config)
     if not isinstance(self.steps_per_loop, (int, np.integer)) or self.steps_per_loop < 0:
       raise ValueError(f"steps_per_loop must be an integer >= 0 (0 = auto), got "
                        f"{self.steps_per_loop!r}.")
-    self.steps_per_loop = int(self.steps_per_loop) or (2 if self.n_windows == 1 else 1)
+    self.steps_per_loop = int(self.steps_per_loop) or (
+        2 if self._pad_kv or self.n_windows == 1 else 1)
     if self.top_k < 0:
       raise ValueError(f'top_k must be >= 0 (0 = off), got {self.top_k}.')
     if jax.default_backend() == 'gpu':
@@ -437,6 +455,10 @@ class Sampler:
           self._jits[key] = jit(fn, in_shardings=(ps, ss, rows), out_shardings=ss,
                                 donate_argnums=donate)
     return self._jits[key]
+
+  def windows(self, slots: int) -> list[int]:
+    """The decode's static attention windows (ascending) for a KV cache of `slots` slots."""
+    return pallas_windows(slots) if self._pad_kv else _windows(slots, self.n_windows)
 
   def compile_count(self) -> int:
     """Executables compiled so far over all of this sampler's functions (for tests)."""
@@ -520,7 +542,8 @@ class Sampler:
     name = 'decode' + ('' if donate else '_keep') + ('' if row_keys is None else '_rowkeys')
     fn = self._jit(name, _decode, params, state if self.mesh is not None else None,
                    eos_id=int(self.eos_id), step_ids=self.step_ids, top_k=int(self.top_k),
-                   use_top_p=use_top_p, one_step=one_step, n_windows=int(self.n_windows),
+                   use_top_p=use_top_p, one_step=one_step,
+                   windows=tuple(self.windows(transformer.cache_slots(state.cache))),
                    steps_per_loop=1 if one_step else int(self.steps_per_loop))
     # Traced under the mesh, so the model runs its Pallas kernels per device's rows
     # (`transformer.over_row_shards`) instead of leaving XLA to gather their operands.

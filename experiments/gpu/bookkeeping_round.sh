@@ -5,8 +5,7 @@
 # M/1024); then the decode check (compiled decode path against the full forward pass) and
 # one traced M/1024 decode of this tree (top 40 kernels).
 source experiments/gpu/sampling_common.sh
-PYTHONPATH=.:cmp_base timeout 300 python3 experiments/gpu/ab_inprocess.py --old ttc_old \
-  --rounds 3 2>&1 | grep -v Warn | tee -a $LOG
+ab_old "against the tree before the change" 300 --rounds 3
 echo "== decode check" | tee -a $LOG
 timeout 90 python3 experiments/gpu/decode_check.py 2>&1 | grep -v Warn | tee -a $LOG
 rm -rf /tmp/trace

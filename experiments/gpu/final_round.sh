@@ -7,7 +7,5 @@
 source experiments/gpu/sampling_common.sh
 echo "== decode check" | tee -a $LOG
 timeout 90 python3 experiments/gpu/decode_check.py 2>&1 | grep -v Warn | tee -a $LOG
-echo "== against 7dfdb1b" | tee -a $LOG
-PYTHONPATH=.:cmp_base timeout 200 python3 experiments/gpu/ab_inprocess.py --old ttc_old \
-  --rounds 2 2>&1 | grep -v Warn | tee -a $LOG
+ab_old "against 7dfdb1b" 200
 source experiments/gpu/table_round.sh

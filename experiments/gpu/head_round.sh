@@ -6,12 +6,9 @@
 # context set to spin while waiting (TF_CUDA_PLATFORM_GPU_DEVICE_SCHEDULE=spin) and not (the
 # decode loop waits for its condition on the host every iteration).
 source experiments/gpu/sampling_common.sh
-PYTHONPATH=.:cmp_base timeout 240 python3 experiments/gpu/ab_inprocess.py --old ttc_old \
-  --rounds 3 2>&1 | grep -v Warn | tee -a $LOG
+ab_old "against the tree before the change" 240 --rounds 3
 for env in default spin default spin; do
-  echo "== M/1024, schedule $env" | tee -a $LOG
   if [ $env = spin ]; then export TF_CUDA_PLATFORM_GPU_DEVICE_SCHEDULE=spin
   else unset TF_CUDA_PLATFORM_GPU_DEVICE_SCHEDULE; fi
-  PYTHONPATH=.:cmp_base timeout 100 python3 experiments/gpu/ab_inprocess.py --old ttc_old \
-    --rounds 1 --shapes M 2>&1 | grep -v Warn | tee -a $LOG
+  ab_old "M/1024, schedule $env" 100 --rounds 1 --shapes M
 done

@@ -40,10 +40,12 @@ variants_round() {
   done
 }
 
-# ab_old LABEL TIMEOUT: this tree against the one in cmp_base/ttc_old (see ab_inprocess.py)
-# in one process, 2 rounds, logged under "== LABEL".
+# ab_old LABEL TIMEOUT [ARGS...]: this tree against the one in cmp_base/ttc_old (see
+# ab_inprocess.py) in one process, logged under "== LABEL"; ARGS go to ab_inprocess.py
+# (default: --rounds 2).
 ab_old() {
-  echo "== $1" | tee -a $LOG
-  PYTHONPATH=.:cmp_base timeout $2 python3 experiments/gpu/ab_inprocess.py --old ttc_old \
-    --rounds 2 2>&1 | grep -v Warn | tee -a $LOG
+  local label=$1 limit=$2; shift 2
+  echo "== $label" | tee -a $LOG
+  PYTHONPATH=.:cmp_base timeout $limit python3 experiments/gpu/ab_inprocess.py --old ttc_old \
+    ${@:---rounds 2} 2>&1 | grep -v Warn | tee -a $LOG
 }

@@ -575,16 +575,23 @@ def split_layers(params, fuse: bool = False, config: ModelConfig | None = None) 
           'folded_head': _fold_head(params, config)}
 
 
+def _fold_gain(weight, norm: dict, cfg: ModelConfig, axis: int, dtype) -> jax.Array:
+  """weight with RMSNorm `norm`'s gain (plus cfg.norm_offset) multiplied along its input
+  dimension `axis` (in float32), as `dtype`: the norm left to apply is one scale per row."""
+  gain = norm['scale'].astype(jnp.float32) + cfg.norm_offset
+  shape = [1] * weight.ndim
+  shape[axis] = -1
+  return (weight.astype(jnp.float32) * gain.reshape(shape)).astype(dtype)
+
+
 def _fold_head(params, cfg: ModelConfig) -> dict:
   """The unembedding in the compute dtype with the final norm's gain (plus norm_offset)
   multiplied into its input dimension: {'kernel': [D, V]}, or {'embedding': [V, D]} for tied
   embeddings. `_folded_logits` then applies the norm as a row scale of the logits."""
-  gain_D = params['final_norm']['scale'].astype(jnp.float32) + cfg.norm_offset
+  norm = params['final_norm']
   if cfg.tie_embeddings:
-    table_VxD = params['embed']['embedding'].astype(jnp.float32)
-    return {'embedding': (table_VxD * gain_D[None, :]).astype(cfg.jnp_dtype)}
-  kernel_DxV = params['unembed']['kernel'].astype(jnp.float32)
-  return {'kernel': (kernel_DxV * gain_D[:, None]).astype(cfg.jnp_dtype)}
+    return {'embedding': _fold_gain(params['embed']['embedding'], norm, cfg, 1, cfg.jnp_dtype)}
+  return {'kernel': _fold_gain(params['unembed']['kernel'], norm, cfg, 0, cfg.jnp_dtype)}
 
 
 def _folded_logits(x_BxTxD, head: dict, cfg: ModelConfig) -> jax.Array:
@@ -604,11 +611,7 @@ def _fuse_layer(layer: dict, cfg: ModelConfig) -> dict:
   axis into 'qkv' (their biases into 'qkv_bias' [N, H]), gate/up kernels along F into
   'gate_up', and the gain of 'attn_norm' ('mlp_norm'), plus norm_offset, multiplied into the
   input rows of 'qkv' ('gate_up'), so the norm left to apply is one scale per row."""
-  def folded(kernel, norm):
-    gain = layer[norm]['scale'].astype(jnp.float32) + cfg.norm_offset
-    shape = (-1,) + (1,) * (kernel.ndim - 1)
-    return (kernel.astype(jnp.float32) * gain.reshape(shape)).astype(kernel.dtype)
-
+  folded = lambda kernel, norm: _fold_gain(kernel, layer[norm], cfg, 0, kernel.dtype)
   out = {k: v for k, v in layer.items()
          if k not in ('q', 'k', 'v', 'gate', 'up', 'attn_norm', 'mlp_norm')}
   qkv = jnp.concatenate([layer[p]['kernel'] for p in 'qkv'], axis=-2)
